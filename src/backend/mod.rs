@@ -1,0 +1,131 @@
+//! Backends and their live state.
+//!
+//! A [`Backend`] is one server of an upstream: its address and weight from the
+//! config, plus counters that the proxy moves with RAII guards ([`Active`],
+//! [`Tunnel`]) so that every path — finish, error, client gone, cancellation —
+//! gives the slot back. Selectors read this state; they never write it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::config::ServerConfig;
+
+/// One server of an upstream.
+#[derive(Debug)]
+pub struct Backend {
+    /// Stable identity: the configured address as text. It does not depend on
+    /// the server's position in the list, so reordering servers changes nothing.
+    pub id: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Requests in flight (head sent, response not finished).
+    active: AtomicUsize,
+    /// Open upgraded tunnels (WebSockets).
+    tunnels: AtomicUsize,
+    /// Requests ever sent here, for status and tests.
+    total: AtomicU64,
+}
+
+impl Backend {
+    pub fn new(cfg: &ServerConfig) -> Backend {
+        Backend {
+            id: cfg.addr.to_string(),
+            addr: cfg.addr,
+            weight: cfg.weight,
+            active: AtomicUsize::new(0),
+            tunnels: AtomicUsize::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// In-flight requests plus open tunnels: what least-connections compares.
+    pub fn load(&self) -> usize {
+        self.active() + self.tunnels()
+    }
+
+    /// Counts one request in flight until the guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Active(self.clone())
+    }
+}
+
+// === impl Active ===
+
+/// One request in flight on a backend; decrements on drop.
+#[derive(Debug)]
+pub struct Active(Arc<Backend>);
+
+impl Active {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+
+    /// The request became a tunnel: it stops counting as a request and starts
+    /// counting as a tunnel, with no moment where it counts as neither.
+    pub fn into_tunnel(self) -> Tunnel {
+        self.0.tunnels.fetch_add(1, Ordering::Relaxed);
+        Tunnel(self.0.clone())
+        // `self` drops here and releases the request slot.
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Tunnel ===
+
+/// One open tunnel on a backend; decrements on drop.
+#[derive(Debug)]
+pub struct Tunnel(Arc<Backend>);
+
+impl Tunnel {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count_exactly() {
+        let b = Arc::new(Backend::new(&ServerConfig {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            weight: 1,
+        }));
+        let a1 = b.start_request();
+        let a2 = b.start_request();
+        assert_eq!((b.active(), b.tunnels()), (2, 0));
+        let t = a1.into_tunnel();
+        assert_eq!((b.active(), b.tunnels()), (1, 1));
+        drop(a2);
+        assert_eq!(b.load(), 1);
+        drop(t);
+        assert_eq!((b.active(), b.tunnels(), b.total()), (0, 0, 2));
+    }
+}

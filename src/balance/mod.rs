@@ -1,0 +1,42 @@
+//! Selection: which backend of an upstream takes a new request.
+//!
+//! Pure code — no sockets, no hyper. A [`Balancer`] sees the upstream's
+//! backends (with their live counters) and a predicate saying which of them may
+//! be used right now; the caller decides usability (health, limits, servers
+//! already tried), so each algorithm only has to be fair among the eligible.
+
+mod round_robin;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::config::Balance;
+
+pub use round_robin::SmoothRoundRobin;
+
+/// What a selector may know about the request being placed.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub client_ip: IpAddr,
+    pub path: &'a str,
+}
+
+/// A selection algorithm over one upstream's backends.
+pub trait Balancer: Send + Sync + std::fmt::Debug {
+    /// Index of the backend to use among those where `eligible(i)` is true, or
+    /// `None` when none is.
+    fn pick(
+        &self,
+        backends: &[Arc<Backend>],
+        req: &Request<'_>,
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize>;
+}
+
+/// The balancer a config asks for.
+pub fn for_config(balance: Balance, backends: &[Arc<Backend>]) -> Box<dyn Balancer> {
+    match balance {
+        Balance::RoundRobin => Box::new(SmoothRoundRobin::new(backends.len())),
+    }
+}

@@ -1,0 +1,320 @@
+//! Stage one of configuration: the TOML file as serde sees it.
+//!
+//! Every struct denies unknown fields so a typo is an error, not a silent default.
+//! Values that stage two must check against other values (names, binds, paths)
+//! are kept `Spanned` so its errors can point at the exact line and column.
+//! Values that are checkable alone (durations, sizes) are parsed here, and toml
+//! attaches the position to their errors for us.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub admin: Option<AdminSection>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerSection>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<String, Spanned<UpstreamSection>>,
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Runtime worker threads; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// How long connections and tunnels may drain on stop.
+    #[serde(default = "default_grace")]
+    pub grace: Dur,
+    /// Time a client has to send a complete request head (slowloris guard).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+    /// Time a client has to complete a TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub tls_handshake_timeout: Dur,
+    /// Largest request head accepted; bigger gets 431.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: Spanned<Size>,
+    /// Idle keep-alive connections to backends kept per backend.
+    #[serde(default = "default_pool_idle_per_backend")]
+    pub pool_max_idle: usize,
+    /// How long an idle pooled backend connection is kept.
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout: Dur,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            workers: 0,
+            grace: default_grace(),
+            header_timeout: default_header_timeout(),
+            tls_handshake_timeout: default_handshake_timeout(),
+            max_header_size: default_max_header_size(),
+            pool_max_idle: default_pool_idle_per_backend(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+        }
+    }
+}
+
+fn default_grace() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_header_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_handshake_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_max_header_size() -> Spanned<Size> {
+    Spanned::new(0..0, Size(64 * 1024))
+}
+fn default_pool_idle_per_backend() -> usize {
+    64
+}
+fn default_pool_idle_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+/// `[admin]`: the operator's listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub bind: Spanned<String>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    pub bind: Spanned<String>,
+    /// The upstream for every request, unless routes are given.
+    pub upstream: Option<Spanned<String>>,
+    #[serde(default)]
+    pub route: Vec<RouteSection>,
+    pub tls: Option<TlsSection>,
+    /// Peers (CIDRs) whose `X-Forwarded-*` headers are believed and extended.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+}
+
+/// One `[[listener.route]]`: first match wins, in file order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Exact host (`chat.example.com`) or a leading wildcard (`*.example.com`).
+    pub host: Option<String>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub upstream: Spanned<String>,
+}
+
+/// `tls = { cert, key }` plus optional per-SNI certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    #[serde(default)]
+    pub sni: Vec<SniSection>,
+}
+
+/// `[[listener.tls.sni]]`: a certificate served to clients asking for `names`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniSection {
+    pub names: Spanned<Vec<String>>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// `[upstream.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    #[serde(default)]
+    pub balance: Balance,
+    pub servers: Spanned<Vec<ServerEntry>>,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+}
+
+/// How an upstream picks a server for a new request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin, as nginx does it.
+    #[default]
+    RoundRobin,
+}
+
+/// One entry of `servers = [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEntry {
+    pub addr: Spanned<String>,
+    #[serde(default = "default_weight")]
+    pub weight: Spanned<u32>,
+}
+
+fn default_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+/// `[upstream.NAME.timeouts]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    #[serde(default = "default_connect")]
+    pub connect: Dur,
+    /// Time from sending the request to the response head.
+    #[serde(default = "default_read")]
+    pub read: Dur,
+    /// A tunnel with no bytes either way for this long is closed.
+    #[serde(default = "default_tunnel_idle")]
+    pub tunnel_idle: Dur,
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        TimeoutsSection {
+            connect: default_connect(),
+            read: default_read(),
+            tunnel_idle: default_tunnel_idle(),
+        }
+    }
+}
+
+fn default_connect() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_read() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_tunnel_idle() -> Dur {
+    Dur(Duration::from_secs(3600))
+}
+
+// === impl Dur ===
+
+/// A duration written as `"500ms"`, `"3s"`, `"1m30s"`, `"2h"` or `"1d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+/// Parses a sequence of `<number><unit>` parts; units ms, s, m, h, d.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration `{text}`: expected e.g. \"500ms\", \"3s\", \"1m30s\", \"2h\"");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+// === impl Size ===
+
+/// A byte count written as an integer or `"64k"`, `"1m"` (KiB/MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub usize);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a byte size such as 65536 or \"64k\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                usize::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("invalid size {v}: must not be negative")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = t.strip_suffix('k') {
+        (n, 1024)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 1024 * 1024)
+    } else {
+        (t.as_str(), 1)
+    };
+    num.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid size `{text}`: expected e.g. 65536, \"64k\" or \"1m\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        for bad in ["", "3x", "s", "3", "-1s", "1.5s", "3 s x"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("lots").is_err());
+    }
+}

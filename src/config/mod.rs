@@ -1,0 +1,458 @@
+//! Configuration: a TOML file becomes a validated [`Config`] in two stages.
+//!
+//! Stage one (`file.rs`) is serde with `deny_unknown_fields`; stage two (here)
+//! checks what serde cannot: addresses resolve, names refer to things that
+//! exist, binds are unique, certificates load. Every error, from either stage,
+//! is a [`ConfigError`] naming the file, line, column and key at fault, so
+//! `latch check` and a refused reload say exactly what to fix.
+
+mod cidr;
+pub mod file;
+mod tls;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cidr::Cidr;
+pub use file::Balance;
+pub use tls::{TlsSettings, provider};
+
+use file::{FileConfig, ListenerSection, UpstreamSection};
+use toml::Spanned;
+
+/// A configuration that passed every check; what `latch::start` runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages and for reload).
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub admin: Option<AdminSettings>,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub workers: usize,
+    pub grace: Duration,
+    pub header_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub max_header_size: usize,
+    pub pool_max_idle: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    /// Tried in order; the listener's own `upstream` is the last, catch-all route.
+    pub routes: Vec<Route>,
+    pub tls: Option<TlsSettings>,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Lower-case host; `*.example.com` matches any subdomain. `None` matches all.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub servers: Vec<ServerConfig>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub tunnel_idle: Duration,
+}
+
+/// Largest weight accepted; keeps weighted arithmetic far from overflow.
+pub const MAX_WEIGHT: u32 = 10_000;
+/// hyper refuses a read buffer smaller than this.
+const MIN_HEADER_SIZE: usize = 8192;
+
+/// What is wrong with a config file, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: `{key}`: {message}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the error has no position (e.g. the file is unreadable).
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the key at fault, e.g. `upstream.chat.servers[1].addr`.
+    pub key: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and validates `path`. Relative paths inside resolve against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates `text` as if read from `origin` (used for messages and for
+    /// resolving relative certificate paths).
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let v = Validator { text, origin };
+        let file: FileConfig = toml::from_str(text).map_err(|e| v.from_toml(e))?;
+        v.config(file)
+    }
+}
+
+/// Stage two: turns the serde structs into a [`Config`], one check at a time.
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = position(self.text, span.start);
+        ConfigError {
+            file: self.origin.to_path_buf(),
+            line,
+            column,
+            key: key.into(),
+            message: msg.into(),
+        }
+    }
+
+    fn from_toml(&self, e: toml::de::Error) -> ConfigError {
+        // toml only prints the key path when it has no source text to show.
+        let mut bare = e.clone();
+        bare.set_input(None);
+        let rendered = bare.to_string();
+        let key = rendered
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+            .unwrap_or("")
+            .to_string();
+        let span = e.span().unwrap_or(0..0);
+        let mut key = if key.is_empty() {
+            key_at(self.text, span.start)
+        } else {
+            key
+        };
+        let message = e.message().trim().to_string();
+        // serde names an unknown field only in the message; put it in the key too.
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            key = if key.is_empty() {
+                field.to_string()
+            } else {
+                format!("{key}.{field}")
+            };
+        }
+        self.err(span, key, message)
+    }
+
+    fn config(&self, f: FileConfig) -> Result<Config, ConfigError> {
+        let s = &f.server;
+        if s.max_header_size.get_ref().0 < MIN_HEADER_SIZE {
+            return Err(self.err(
+                s.max_header_size.span(),
+                "server.max_header_size",
+                format!("must be at least {MIN_HEADER_SIZE} bytes"),
+            ));
+        }
+        let server = ServerSettings {
+            workers: s.workers,
+            grace: s.grace.0,
+            header_timeout: s.header_timeout.0,
+            tls_handshake_timeout: s.tls_handshake_timeout.0,
+            max_header_size: s.max_header_size.get_ref().0,
+            pool_max_idle: s.pool_max_idle,
+            pool_idle_timeout: s.pool_idle_timeout.0,
+        };
+
+        let mut upstreams = BTreeMap::new();
+        for (name, up) in &f.upstreams {
+            upstreams.insert(name.clone(), self.upstream(name, up)?);
+        }
+
+        let mut binds: HashSet<SocketAddr> = HashSet::new();
+        let mut claim = |addr: SocketAddr, span: Range<usize>, key: &str| {
+            // Port 0 asks the OS for a fresh port each time, so it never collides.
+            if addr.port() != 0 && !binds.insert(addr) {
+                return Err(self.err(span, key, format!("{addr} is bound twice")));
+            }
+            Ok(())
+        };
+
+        let admin = match &f.admin {
+            Some(a) => {
+                let bind = self.addr(&a.bind, "admin.bind")?;
+                claim(bind, a.bind.span(), "admin.bind")?;
+                Some(AdminSettings { bind })
+            }
+            None => None,
+        };
+
+        if f.listeners.is_empty() {
+            return Err(self.err(0..0, "listener", "at least one [[listener]] is required"));
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in f.listeners.iter().enumerate() {
+            let key = format!("listener[{i}]");
+            let lc = self.listener(&key, l, &upstreams)?;
+            claim(lc.bind, l.bind.span(), &format!("{key}.bind"))?;
+            listeners.push(lc);
+        }
+
+        Ok(Config {
+            source: self.origin.to_path_buf(),
+            server,
+            admin,
+            listeners,
+            upstreams,
+        })
+    }
+
+    fn upstream(
+        &self,
+        name: &str,
+        up: &Spanned<UpstreamSection>,
+    ) -> Result<UpstreamConfig, ConfigError> {
+        let key = format!("upstream.{name}");
+        let u = up.get_ref();
+        if u.servers.get_ref().is_empty() {
+            return Err(self.err(
+                u.servers.span(),
+                format!("{key}.servers"),
+                "needs at least one server",
+            ));
+        }
+        let mut servers: Vec<ServerConfig> = Vec::new();
+        for (i, s) in u.servers.get_ref().iter().enumerate() {
+            let skey = format!("{key}.servers[{i}]");
+            let addr = self.addr(&s.addr, &format!("{skey}.addr"))?;
+            if servers.iter().any(|o| o.addr == addr) {
+                return Err(self.err(
+                    s.addr.span(),
+                    format!("{skey}.addr"),
+                    format!("{addr} is listed twice"),
+                ));
+            }
+            let weight = *s.weight.get_ref();
+            if weight == 0 || weight > MAX_WEIGHT {
+                return Err(self.err(
+                    s.weight.span(),
+                    format!("{skey}.weight"),
+                    format!("weight must be between 1 and {MAX_WEIGHT}"),
+                ));
+            }
+            servers.push(ServerConfig { addr, weight });
+        }
+        let t = &u.timeouts;
+        Ok(UpstreamConfig {
+            name: name.to_string(),
+            balance: u.balance,
+            servers,
+            timeouts: Timeouts {
+                connect: t.connect.0,
+                read: t.read.0,
+                tunnel_idle: t.tunnel_idle.0,
+            },
+        })
+    }
+
+    fn listener(
+        &self,
+        key: &str,
+        l: &ListenerSection,
+        upstreams: &BTreeMap<String, UpstreamConfig>,
+    ) -> Result<ListenerConfig, ConfigError> {
+        let bind = self.addr(&l.bind, &format!("{key}.bind"))?;
+        let known = |name: &Spanned<String>, k: String| {
+            if upstreams.contains_key(name.get_ref()) {
+                Ok(name.get_ref().clone())
+            } else {
+                Err(self.err(
+                    name.span(),
+                    k,
+                    format!("no upstream named `{}`", name.get_ref()),
+                ))
+            }
+        };
+        let mut routes = Vec::new();
+        for (i, r) in l.route.iter().enumerate() {
+            let rkey = format!("{key}.route[{i}]");
+            let path_prefix = match &r.path_prefix {
+                Some(p) if !p.get_ref().starts_with('/') => {
+                    return Err(self.err(
+                        p.span(),
+                        format!("{rkey}.path_prefix"),
+                        "must start with `/`",
+                    ));
+                }
+                Some(p) => p.get_ref().clone(),
+                None => "/".to_string(),
+            };
+            routes.push(Route {
+                host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix,
+                upstream: known(&r.upstream, format!("{rkey}.upstream"))?,
+            });
+        }
+        if let Some(u) = &l.upstream {
+            routes.push(Route {
+                host: None,
+                path_prefix: "/".to_string(),
+                upstream: known(u, format!("{key}.upstream"))?,
+            });
+        }
+        if routes.is_empty() {
+            return Err(self.err(
+                l.bind.span(),
+                key,
+                "needs `upstream = \"NAME\"` or at least one [[listener.route]]",
+            ));
+        }
+        let tls = match &l.tls {
+            Some(t) => Some(tls::load(self, &format!("{key}.tls"), t)?),
+            None => None,
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, c) in l.trusted_proxies.iter().enumerate() {
+            let cidr = c.get_ref().parse().map_err(|e: String| {
+                self.err(c.span(), format!("{key}.trusted_proxies[{i}]"), e)
+            })?;
+            trusted_proxies.push(cidr);
+        }
+        Ok(ListenerConfig {
+            bind,
+            routes,
+            tls,
+            trusted_proxies,
+        })
+    }
+
+    /// `host:port` → one socket address (names are resolved once, here).
+    fn addr(&self, s: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
+        let text = s.get_ref();
+        if let Ok(a) = text.parse() {
+            return Ok(a);
+        }
+        let bad = |why: String| self.err(s.span(), key, format!("invalid address `{text}`: {why}"));
+        if !text.contains(':') {
+            return Err(bad("expected host:port, e.g. 127.0.0.1:8080".into()));
+        }
+        match text.to_socket_addrs() {
+            Ok(mut it) => it
+                .next()
+                .ok_or_else(|| bad("name resolves to no address".into())),
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+
+    /// A path from the file, relative to the file's folder.
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        match self.origin.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Best-effort dotted key for a byte offset: the nearest table header above
+/// it, plus the key on its line (used when toml does not name the key).
+fn key_at(text: &str, offset: usize) -> String {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let local = line.split_once('=').map(|(k, _)| k.trim()).unwrap_or("");
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .unwrap_or_default();
+    match (table.is_empty(), local.is_empty() || local.starts_with('[')) {
+        (true, _) => local.to_string(),
+        (false, true) => table,
+        (false, false) => format!("{table}.{local}"),
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{} -> {}",
+            self.host.as_deref().unwrap_or("*"),
+            self.path_prefix,
+            self.upstream
+        )
+    }
+}
+
+/// Shared with `tls.rs`, which reports certificate problems the same way.
+pub(crate) trait Reporter {
+    fn report(&self, span: Range<usize>, key: &str, msg: String) -> ConfigError;
+    fn resolve(&self, p: &str) -> PathBuf;
+}
+
+impl Reporter for Validator<'_> {
+    fn report(&self, span: Range<usize>, key: &str, msg: String) -> ConfigError {
+        self.err(span, key, msg)
+    }
+    fn resolve(&self, p: &str) -> PathBuf {
+        self.path(p)
+    }
+}
+
+/// Used by `latch demo`, whose certificate exists only in memory.
+pub fn tls_from_key(key: Arc<rustls::sign::CertifiedKey>) -> TlsSettings {
+    TlsSettings::single(key)
+}

@@ -1,0 +1,119 @@
+//! Accepting clients: the accept loop of each listener, the TLS handshake, and
+//! the hyper HTTP/1.1 server that runs [`proxy::handle`] for each request.
+//!
+//! One task per connection. A failed handshake, a slow or malformed client, or
+//! a reset costs only that connection's task. Stopping is in two steps: stop
+//! accepting (the loop ends), then ask each connection to finish its current
+//! request and close (`graceful_shutdown`).
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::ServerSettings;
+use crate::proxy::{self, ConnInfo, Shared};
+
+/// Everything an accept loop needs.
+pub struct Accept {
+    pub index: usize,
+    pub listener: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub shared: Arc<Shared>,
+    pub server: ServerSettings,
+    /// Cancelled to stop accepting.
+    pub stop_accepting: CancellationToken,
+    /// Cancelled to ask open connections to finish their request and close.
+    pub drain: CancellationToken,
+    /// Connection tasks, so a stop can wait for them.
+    pub conns: TaskTracker,
+}
+
+impl Accept {
+    pub async fn run(self) {
+        let this = Arc::new(self);
+        loop {
+            let accepted = tokio::select! {
+                _ = this.stop_accepting.cancelled() => return,
+                r = this.listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let this = this.clone();
+                    this.conns
+                        .clone()
+                        .spawn(async move { this.connection(stream, peer).await });
+                }
+                Err(e) => {
+                    // Usually EMFILE/ENFILE: back off briefly instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn connection(&self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let info = Arc::new(ConnInfo {
+            listener: self.index,
+            peer,
+            tls: self.tls.is_some(),
+        });
+        match &self.tls {
+            None => self.serve(stream, info).await,
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(
+                    self.server.tls_handshake_timeout,
+                    acceptor.accept(stream),
+                );
+                match handshake.await {
+                    Ok(Ok(tls)) => self.serve(tls, info).await,
+                    Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve<I>(&self, io: I, info: Arc<ConnInfo>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let peer = info.peer;
+        let svc = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.server.header_timeout)
+            .max_buf_size(self.server.max_header_size)
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = self.drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    // Grace is over: drop the connection with whatever it was doing.
+                    _ = self.shared.hard_stop.cancelled() => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
+            debug!(%peer, "connection ended: {e}");
+        }
+    }
+}

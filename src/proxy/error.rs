@@ -1,0 +1,104 @@
+//! Why a request could not be proxied, and the one place that maps it to a
+//! status code: 502 for a backend that failed or answered badly, 504 for one
+//! that was too slow, 503 when no backend can take the request, 404 when no
+//! route matches, 400 for a request we cannot forward.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for host {host:?}, path {path:?}")]
+    NoRoute { host: String, path: String },
+    #[error("upstream `{0}`: no backend available")]
+    NoBackend(String),
+    #[error("backend {0}: connect failed: {1}")]
+    Connect(SocketAddr, String),
+    #[error("backend {0}: connect timed out")]
+    ConnectTimeout(SocketAddr),
+    #[error("backend {0}: no response head within {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("backend {0}: bad response: {1}")]
+    BadResponse(SocketAddr, String),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(..) | ProxyError::BadResponse(..) => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout(_) | ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The answer the client gets: the status, its reason as a short text
+    /// body, and no detail about backends (that goes to the log).
+    pub fn response(&self) -> Response<Body> {
+        let status = self.status();
+        let text = format!(
+            "{} {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut resp = Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed());
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+
+    /// Classifies a failure of the pooled client.
+    pub fn from_client(addr: SocketAddr, e: hyper_util::client::legacy::Error) -> ProxyError {
+        let detail = chain(&e);
+        if e.is_connect() {
+            if timed_out(&e) {
+                ProxyError::ConnectTimeout(addr)
+            } else {
+                ProxyError::Connect(addr, detail)
+            }
+        } else {
+            ProxyError::BadResponse(addr, detail)
+        }
+    }
+}
+
+/// The error and all its causes, `: `-joined, for the log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
+}

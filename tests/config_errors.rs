@@ -1,0 +1,308 @@
+//! Every config mistake is reported with file, line, column and key; every
+//! example in conf/ is valid; `latch check` exits 0/1 accordingly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use latch::{Config, ConfigError};
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/nonexistent/latch.toml"))
+}
+
+fn err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(_) => panic!("accepted a bad config:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts the error points at `line`:`column` and names `key`, and the
+/// message mentions `words`.
+fn assert_err(text: &str, line: usize, column: usize, key: &str, words: &str) {
+    let e = err(text);
+    assert_eq!((e.line, e.column), (line, column), "position of {e}");
+    assert_eq!(e.key, key, "key of {e}");
+    assert!(e.message.contains(words), "message of {e} lacks {words:?}");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("/nonexistent/latch.toml:{line}:{column}: `{key}`")),
+        "{shown}"
+    );
+}
+
+const UPSTREAM: &str = "[upstream.app]\nservers = [{ addr = \"127.0.0.1:9001\" }]\n";
+
+fn with_upstream(listener: &str) -> String {
+    format!("{listener}{UPSTREAM}")
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_place() {
+    assert_err(
+        &with_upstream("[[listener]]\nbind = \"127.0.0.1:0\"\nupstraem = \"app\"\n"),
+        3,
+        1,
+        "listener.upstraem",
+        "unknown field `upstraem`",
+    );
+    assert_err(
+        "[server]\ngrase = \"1s\"\n",
+        2,
+        1,
+        "server.grase",
+        "unknown field",
+    );
+    assert_err(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nservers = [{ addr = \"127.0.0.1:1\", wieght = 2 }]\n",
+        5,
+        36,
+        "upstream.app.servers.wieght",
+        "unknown field `wieght`",
+    );
+}
+
+#[test]
+fn bad_values_are_rejected_with_their_place() {
+    assert_err(
+        &with_upstream("[[listener]]\nbind = \"127.0.0.1:notaport\"\nupstream = \"app\"\n"),
+        2,
+        8,
+        "listener[0].bind",
+        "invalid address",
+    );
+    assert_err(
+        &with_upstream("[[listener]]\nbind = \"nocolon\"\nupstream = \"app\"\n"),
+        2,
+        8,
+        "listener[0].bind",
+        "expected host:port",
+    );
+    assert_err(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nservers = [{ addr = \"127.0.0.1:1\" }]\n[upstream.app.timeouts]\nread = \"3x\"\n",
+        7,
+        8,
+        "upstream.app.timeouts.read",
+        "invalid duration `3x`",
+    );
+    assert_err(
+        "[server]\nmax_header_size = 100\n[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n",
+        2,
+        19,
+        "server.max_header_size",
+        "at least 8192",
+    );
+    assert_err(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nservers = [{ addr = \"127.0.0.1:1\", weight = 0 }]\n",
+        5,
+        45,
+        "upstream.app.servers[0].weight",
+        "weight must be between",
+    );
+    assert_err(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nbalance = \"fastest\"\nservers = [{ addr = \"127.0.0.1:1\" }]\n",
+        5,
+        11,
+        "upstream.app.balance",
+        "unknown variant `fastest`",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\ntrusted_proxies = [\"10.0.0.0/40\"]\n",
+        ),
+        4,
+        20,
+        "listener[0].trusted_proxies[0]",
+        "invalid address range",
+    );
+}
+
+#[test]
+fn references_and_duplicates_are_checked() {
+    assert_err(
+        &with_upstream("[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"chat\"\n"),
+        3,
+        12,
+        "listener[0].upstream",
+        "no upstream named `chat`",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"/x\"\nupstream = \"nope\"\n",
+        ),
+        5,
+        12,
+        "listener[0].route[0].upstream",
+        "no upstream named `nope`",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"x\"\nupstream = \"app\"\n",
+        ),
+        4,
+        15,
+        "listener[0].route[0].path_prefix",
+        "must start with `/`",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:7001\"\nupstream = \"app\"\n[[listener]]\nbind = \"127.0.0.1:7001\"\nupstream = \"app\"\n",
+        ),
+        5,
+        8,
+        "listener[1].bind",
+        "bound twice",
+    );
+    assert_err(
+        &with_upstream(
+            "[admin]\nbind = \"127.0.0.1:7002\"\n[[listener]]\nbind = \"127.0.0.1:7002\"\nupstream = \"app\"\n",
+        ),
+        4,
+        8,
+        "listener[0].bind",
+        "bound twice",
+    );
+    assert_err(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nservers = [{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:1\" }]\n",
+        5,
+        47,
+        "upstream.app.servers[1].addr",
+        "listed twice",
+    );
+    assert_err(
+        &with_upstream("[[listener]]\nbind = \"127.0.0.1:0\"\n"),
+        2,
+        8,
+        "listener[0]",
+        "needs `upstream",
+    );
+    assert_err(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nservers = []\n",
+        5,
+        11,
+        "upstream.app.servers",
+        "at least one server",
+    );
+    let e = err(UPSTREAM);
+    assert!(e.message.contains("[[listener]]"), "{e}");
+}
+
+#[test]
+fn tls_files_are_loaded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = dir.path().join("latch.toml");
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let good_cert = certs.join("dev.pem");
+    let good_key = certs.join("dev-key.pem");
+    std::fs::write(dir.path().join("garbage.pem"), "this is not PEM\n").unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_string()]).unwrap();
+    std::fs::write(
+        dir.path().join("other-key.pem"),
+        other.signing_key.serialize_pem(),
+    )
+    .unwrap();
+
+    let cfg = |cert: &Path, key: &Path| {
+        with_upstream(&format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\ntls = {{ cert = {:?}, key = {:?} }}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ))
+    };
+    let e = Config::parse(&cfg(Path::new("missing.pem"), &good_key), &origin).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (4, "listener[0].tls.cert"), "{e}");
+    assert!(
+        e.message.contains("cannot read certificate") && e.message.contains("missing.pem"),
+        "{e}"
+    );
+
+    let e = Config::parse(&cfg(Path::new("garbage.pem"), &good_key), &origin).unwrap_err();
+    assert_eq!(e.key, "listener[0].tls.cert", "{e}");
+    assert!(e.message.contains("no certificate found"), "{e}");
+
+    let e = Config::parse(&cfg(&good_cert, Path::new("garbage.pem")), &origin).unwrap_err();
+    assert_eq!(e.key, "listener[0].tls.key", "{e}");
+    assert!(e.message.contains("cannot read private key"), "{e}");
+
+    let e = Config::parse(&cfg(&good_cert, Path::new("other-key.pem")), &origin).unwrap_err();
+    assert_eq!(e.key, "listener[0].tls.key", "{e}");
+    assert!(e.message.contains("unusable key"), "{e}");
+
+    // Relative paths resolve against the config file's folder.
+    std::fs::copy(&good_cert, dir.path().join("c.pem")).unwrap();
+    std::fs::copy(&good_key, dir.path().join("k.pem")).unwrap();
+    let ok = Config::parse(&cfg(Path::new("c.pem"), Path::new("k.pem")), &origin).unwrap();
+    assert!(ok.listeners[0].tls.is_some());
+}
+
+#[test]
+fn syntax_errors_have_a_position_too() {
+    let e = err("[[listener]\nbind = 1\n");
+    assert_eq!(e.line, 1, "{e}");
+    let e = err("[server]\nworkers = \"two\"\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "server.workers"), "{e}");
+}
+
+fn conf_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_in_conf_is_valid() {
+    let files = conf_files();
+    assert!(files.len() >= 3, "examples missing: {files:?}");
+    for f in files {
+        let cfg = Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!cfg.listeners.is_empty(), "{}", f.display());
+    }
+}
+
+#[test]
+fn check_command_exits_zero_or_one_with_the_error() {
+    let bin = env!("CARGO_BIN_EXE_latch");
+    for f in conf_files() {
+        let out = Command::new(bin)
+            .args(["check", "--config"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        with_upstream("[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"chat\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:3:12: `listener[0].upstream`: no upstream named `chat`"),
+        "{stderr}"
+    );
+    let out = Command::new(bin)
+        .args(["check", "--config"])
+        .arg(dir.path().join("absent.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
