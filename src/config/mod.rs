@@ -125,7 +125,7 @@ impl Config {
     /// resolving relative certificate paths).
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let v = Validator { text, origin };
-        let file: FileConfig = toml::from_str(text).map_err(|e| v.from_toml(e))?;
+        let file: FileConfig = toml::from_str(text).map_err(|e| v.toml_error(e))?;
         v.config(file)
     }
 }
@@ -153,7 +153,7 @@ impl Validator<'_> {
         }
     }
 
-    fn from_toml(&self, e: toml::de::Error) -> ConfigError {
+    fn toml_error(&self, e: toml::de::Error) -> ConfigError {
         // toml only prints the key path when it has no source text to show.
         let mut bare = e.clone();
         bare.set_input(None);

@@ -93,10 +93,10 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut src = Some(e);
     while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
         }
         src = s.source();
     }

@@ -1,0 +1,54 @@
+//! Starting latch itself in a test: from TOML text, on 127.0.0.1:0 listeners.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use latch::{Config, Handle};
+
+/// A running latch and its listener addresses (config order).
+pub struct Lb {
+    pub handle: Handle,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Lb {
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+}
+
+/// Starts latch from `toml`. Relative paths resolve against `dir` (or the
+/// crate root when `None`). Panics with the config error when invalid.
+pub async fn spawn_lb_in(toml: &str, dir: Option<&Path>) -> Lb {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let origin = dir.unwrap_or(root).join("test.toml");
+    let config =
+        Config::parse(toml, &origin).unwrap_or_else(|e| panic!("bad test config: {e}\n{toml}"));
+    let handle = latch::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("latch did not start: {e}"));
+    let addrs = handle.listener_addrs();
+    Lb { handle, addrs }
+}
+
+pub async fn spawn_lb(toml: &str) -> Lb {
+    spawn_lb_in(toml, None).await
+}
+
+/// `servers = [...]` text for these backends, each with weight 1.
+pub fn servers(addrs: &[SocketAddr]) -> String {
+    let list: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ addr = \"{a}\" }}"))
+        .collect();
+    format!("servers = [{}]", list.join(", "))
+}
+
+/// One plain listener in front of one upstream `app` over `addrs`, plus `extra`
+/// lines appended to `[upstream.app]`'s sections (e.g. a timeouts table).
+pub fn simple_config(addrs: &[SocketAddr], extra: &str) -> String {
+    format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n[upstream.app]\n{}\n{extra}\n",
+        servers(addrs)
+    )
+}
