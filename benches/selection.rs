@@ -13,10 +13,7 @@ fn pool(n: usize) -> Vec<Arc<Backend>> {
     (0..n)
         .map(|i| {
             let addr = format!("127.0.0.1:{}", 10_000 + i).parse().unwrap();
-            Arc::new(Backend::new(&ServerConfig {
-                addr,
-                weight: 1 + (i % 3) as u32,
-            }))
+            Arc::new(Backend::new(&ServerConfig::new(addr, 1 + (i % 3) as u32)))
         })
         .collect()
 }

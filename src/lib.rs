@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo;
 pub mod listener;
 pub mod proxy;
+pub mod sticky;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: rustls::Error,
     },
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// A running latch: its bound addresses, and the way to stop it.
@@ -62,7 +65,7 @@ pub struct Handle {
 /// Binds every listener (and the admin listener) of `config` and starts serving.
 pub async fn start(config: Config) -> Result<Handle, StartError> {
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(Snapshot::new(&config)),
+        snapshot: ArcSwap::from_pointee(Snapshot::new(&config).map_err(StartError::Upstream)?),
         tunnels: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
     });

@@ -19,6 +19,10 @@ pub struct Backend {
     pub id: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Requests + tunnels allowed at once.
+    pub max_conns: Option<usize>,
+    /// Used only while no primary can take a request.
+    pub backup: bool,
     /// Requests in flight (head sent, response not finished).
     active: AtomicUsize,
     /// Open upgraded tunnels (WebSockets).
@@ -30,9 +34,11 @@ pub struct Backend {
 impl Backend {
     pub fn new(cfg: &ServerConfig) -> Backend {
         Backend {
-            id: cfg.addr.to_string(),
+            id: cfg.id.clone(),
             addr: cfg.addr,
             weight: cfg.weight,
+            max_conns: cfg.max_conns,
+            backup: cfg.backup,
             active: AtomicUsize::new(0),
             tunnels: AtomicUsize::new(0),
             total: AtomicU64::new(0),
@@ -56,11 +62,32 @@ impl Backend {
         self.active() + self.tunnels()
     }
 
+    /// At `max_conns`: takes nothing new.
+    pub fn is_full(&self) -> bool {
+        self.max_conns.is_some_and(|m| self.load() >= m)
+    }
+
     /// Counts one request in flight until the guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> Active {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
         Active(self.clone())
+    }
+
+    /// Like [`Backend::start_request`], but only below `max_conns`; the check
+    /// and the increment are one atomic step, so racing requests cannot
+    /// overshoot the limit.
+    pub fn try_start_request(self: &Arc<Self>) -> Option<Active> {
+        let Some(max) = self.max_conns else {
+            return Some(self.start_request());
+        };
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                (a + self.tunnels() < max).then_some(a + 1)
+            })
+            .ok()?;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(Active(self.clone()))
     }
 }
 
@@ -114,10 +141,10 @@ mod tests {
 
     #[test]
     fn guards_count_exactly() {
-        let b = Arc::new(Backend::new(&ServerConfig {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            weight: 1,
-        }));
+        let b = Arc::new(Backend::new(&ServerConfig::new(
+            "127.0.0.1:1".parse().unwrap(),
+            1,
+        )));
         let a1 = b.start_request();
         let a2 = b.start_request();
         assert_eq!((b.active(), b.tunnels()), (2, 0));

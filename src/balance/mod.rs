@@ -5,6 +5,10 @@
 //! be used right now; the caller decides usability (health, limits, servers
 //! already tried), so each algorithm only has to be fair among the eligible.
 
+pub mod hash;
+mod least_conn;
+mod maglev;
+mod random;
 mod round_robin;
 
 use std::net::IpAddr;
@@ -13,6 +17,10 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::config::Balance;
 
+pub use hash::hash64;
+pub use least_conn::LeastConn;
+pub use maglev::Maglev;
+pub use random::PowerOfTwo;
 pub use round_robin::SmoothRoundRobin;
 
 /// What a selector may know about the request being placed.
@@ -38,5 +46,10 @@ pub trait Balancer: Send + Sync + std::fmt::Debug {
 pub fn for_config(balance: Balance, backends: &[Arc<Backend>]) -> Box<dyn Balancer> {
     match balance {
         Balance::RoundRobin => Box::new(SmoothRoundRobin::new(backends.len())),
+        Balance::LeastConn => Box::new(LeastConn::new()),
+        Balance::Random => Box::new(PowerOfTwo::new()),
+        // The proxy hashes its own key with a Maglev ring; this is the same
+        // table, for callers that only have the client address.
+        Balance::IpHash | Balance::Hash => Box::new(Maglev::new(backends)),
     }
 }

@@ -64,7 +64,7 @@ mod tests {
             .enumerate()
             .map(|(i, &weight)| {
                 let addr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
-                Arc::new(Backend::new(&ServerConfig { addr, weight }))
+                Arc::new(Backend::new(&ServerConfig::new(addr, weight)))
             })
             .collect()
     }

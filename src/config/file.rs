@@ -147,6 +147,75 @@ pub struct UpstreamSection {
     pub servers: Spanned<Vec<ServerEntry>>,
     #[serde(default)]
     pub timeouts: TimeoutsSection,
+    pub sticky: Option<StickySection>,
+    /// For `balance = "hash"`: `"ip"`, `"header:NAME"`, `"cookie:NAME"` or `"query:NAME"`.
+    pub hash_key: Option<Spanned<String>>,
+    /// Client addresses are grouped by this prefix for `ip_hash` (32 = each address alone).
+    #[serde(default = "default_prefix_v4")]
+    pub ip_prefix_v4: Spanned<u8>,
+    #[serde(default = "default_prefix_v6")]
+    pub ip_prefix_v6: Spanned<u8>,
+}
+
+fn default_prefix_v4() -> Spanned<u8> {
+    Spanned::new(0..0, 32)
+}
+fn default_prefix_v6() -> Spanned<u8> {
+    Spanned::new(0..0, 128)
+}
+
+/// `[upstream.NAME.sticky]`: how a client session stays on one backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySection {
+    #[serde(default)]
+    pub mode: StickyMode,
+    #[serde(default = "default_cookie_name")]
+    pub cookie: Spanned<String>,
+    /// HMAC key, inline (prefer `secret_env`, which keeps it out of the file).
+    pub secret: Option<Spanned<String>>,
+    /// Name of the environment variable holding the HMAC key.
+    pub secret_env: Option<Spanned<String>>,
+    #[serde(default = "default_cookie_path")]
+    pub path: String,
+    pub domain: Option<String>,
+    /// Cookie lifetime for the browser *and* the oldest cookie latch accepts.
+    pub max_age: Option<Dur>,
+    #[serde(default)]
+    pub secure: bool,
+    #[serde(default = "yes")]
+    pub http_only: bool,
+    pub same_site: Option<Spanned<SameSite>>,
+    /// Forward latch's cookie to the backend too (default: removed, like HAProxy `indirect`).
+    #[serde(default)]
+    pub keep_cookie: bool,
+}
+
+fn default_cookie_name() -> Spanned<String> {
+    Spanned::new(0..0, "LATCH".to_string())
+}
+fn default_cookie_path() -> String {
+    "/".to_string()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StickyMode {
+    #[default]
+    Cookie,
+    IpHash,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
 }
 
 /// How an upstream picks a server for a new request.
@@ -156,6 +225,14 @@ pub enum Balance {
     /// Smooth weighted round robin, as nginx does it.
     #[default]
     RoundRobin,
+    /// Fewest requests in flight plus open tunnels, relative to weight.
+    LeastConn,
+    /// Two random servers (by weight), the less loaded wins.
+    Random,
+    /// Consistent hash (Maglev) of the client address.
+    IpHash,
+    /// Consistent hash (Maglev) of `hash_key`.
+    Hash,
 }
 
 /// One entry of `servers = [...]`.
@@ -165,6 +242,14 @@ pub struct ServerEntry {
     pub addr: Spanned<String>,
     #[serde(default = "default_weight")]
     pub weight: Spanned<u32>,
+    /// Stable name for sticky cookies; defaults to `addr`. Set it to keep
+    /// sessions pinned when a server moves to another address.
+    pub id: Option<Spanned<String>>,
+    /// Most requests + tunnels at once; unset = no limit.
+    pub max_conns: Option<Spanned<usize>>,
+    /// Takes traffic only while no primary server can.
+    #[serde(default)]
+    pub backup: bool,
 }
 
 fn default_weight() -> Spanned<u32> {

@@ -8,6 +8,7 @@
 
 mod cidr;
 pub mod file;
+mod sticky;
 mod tls;
 
 use std::collections::{BTreeMap, HashSet};
@@ -19,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cidr::Cidr;
-pub use file::Balance;
+pub use file::{Balance, SameSite};
+pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
 pub use tls::{TlsSettings, provider};
 
 use file::{FileConfig, ListenerSection, UpstreamSection};
@@ -75,12 +77,35 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     pub servers: Vec<ServerConfig>,
     pub timeouts: Timeouts,
+    pub sticky: Sticky,
+    /// Set exactly when `balance = "hash"`.
+    pub hash_key: Option<HashKey>,
+    /// Prefix lengths that group client addresses for ip_hash.
+    pub ip_prefix_v4: u8,
+    pub ip_prefix_v6: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Stable identity (cookie pins refer to it); the address unless given.
+    pub id: String,
+    pub max_conns: Option<usize>,
+    pub backup: bool,
+}
+
+impl ServerConfig {
+    /// A plain server: id = address, no limit, not a backup.
+    pub fn new(addr: SocketAddr, weight: u32) -> ServerConfig {
+        ServerConfig {
+            addr,
+            weight,
+            id: addr.to_string(),
+            max_conns: None,
+            backup: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -280,9 +305,67 @@ impl Validator<'_> {
                     format!("weight must be between 1 and {MAX_WEIGHT}"),
                 ));
             }
-            servers.push(ServerConfig { addr, weight });
+            let id =
+                s.id.as_ref()
+                    .map_or_else(|| addr.to_string(), |i| i.get_ref().clone());
+            if let Some(other) = servers.iter().find(|o| o.id == id) {
+                let span = s.id.as_ref().map_or(s.addr.span(), |i| i.span());
+                return Err(self.err(
+                    span,
+                    format!("{skey}.id"),
+                    format!("id `{id}` is already used by {}", other.addr),
+                ));
+            }
+            let max_conns = match &s.max_conns {
+                Some(m) if *m.get_ref() == 0 => {
+                    return Err(self.err(
+                        m.span(),
+                        format!("{skey}.max_conns"),
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
+                }
+                Some(m) => Some(*m.get_ref()),
+                None => None,
+            };
+            servers.push(ServerConfig {
+                addr,
+                weight,
+                id,
+                max_conns,
+                backup: s.backup,
+            });
         }
         let t = &u.timeouts;
+        let sticky = match &u.sticky {
+            Some(s) => sticky::sticky(self, &format!("{key}.sticky"), s)?,
+            None => Sticky::None,
+        };
+        let hash_key = sticky::hash_key(self, &key, u)?;
+        match (&u.hash_key, u.balance) {
+            (None, Balance::Hash) => {
+                return Err(self.err(
+                    up.span(),
+                    format!("{key}.hash_key"),
+                    "balance = \"hash\" needs hash_key, e.g. \"header:X-User\"",
+                ));
+            }
+            (Some(h), b) if b != Balance::Hash => {
+                return Err(self.err(
+                    h.span(),
+                    format!("{key}.hash_key"),
+                    "only used with balance = \"hash\"",
+                ));
+            }
+            _ => {}
+        }
+        if servers.iter().all(|s| s.backup) {
+            return Err(self.err(
+                u.servers.span(),
+                format!("{key}.servers"),
+                "every server is a backup; at least one must be a primary",
+            ));
+        }
+        let (ip_prefix_v4, ip_prefix_v6) = sticky::prefixes(self, &key, u)?;
         Ok(UpstreamConfig {
             name: name.to_string(),
             balance: u.balance,
@@ -292,6 +375,10 @@ impl Validator<'_> {
                 read: t.read.0,
                 tunnel_idle: t.tunnel_idle.0,
             },
+            sticky,
+            hash_key,
+            ip_prefix_v4,
+            ip_prefix_v6,
         })
     }
 

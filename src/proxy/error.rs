@@ -16,7 +16,7 @@ use super::Body;
 pub enum ProxyError {
     #[error("no route for host {host:?}, path {path:?}")]
     NoRoute { host: String, path: String },
-    #[error("upstream `{0}`: no backend available")]
+    #[error("no backend available: {0}")]
     NoBackend(String),
     #[error("backend {0}: connect failed: {1}")]
     Connect(SocketAddr, String),

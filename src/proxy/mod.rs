@@ -11,6 +11,7 @@
 mod body;
 mod error;
 mod headers;
+mod select;
 pub mod tunnel;
 mod upstream;
 
@@ -33,7 +34,7 @@ pub use error::ProxyError;
 pub use upstream::{ListenerRoutes, Snapshot, Upstream};
 
 use crate::backend::{Active, Backend};
-use crate::balance;
+use select::{Ask, Selection};
 
 /// State shared by every connection of every listener.
 #[derive(Debug)]
@@ -100,19 +101,26 @@ async fn forward(
             host: host.clone(),
             path: path.clone(),
         })?;
-    let key = balance::Request {
+    let query = req.uri().query().map(str::to_owned);
+    let ask = Ask {
         client_ip: conn.peer.ip(),
         path: &path,
+        query: query.as_deref(),
+        headers: req.headers_mut(),
     };
-    let backend = upstream
-        .select(&key)
-        .ok_or_else(|| ProxyError::NoBackend(upstream.name.clone()))?;
-    let active = backend.start_request();
+    let Selection { active, set_cookie } =
+        upstream
+            .policy
+            .select(&upstream.name, &upstream.backends, ask)?;
+    let backend = active.backend().clone();
 
     let offered = headers::upgrade_request(req.headers());
     let client_upgrade = offered.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (req, sent) = backend_request(req, &backend, conn, routes, offered.clone())?;
     let mut resp = send(upstream, &backend, req, sent).await?;
+    if let Some(c) = set_cookie.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(offered), Some(client_upgrade)) = (offered, client_upgrade) else {

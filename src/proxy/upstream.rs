@@ -11,9 +11,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::Body;
+use super::select::Policy;
 use crate::backend::Backend;
-use crate::balance::{self, Balancer};
-use crate::config::{Cidr, Config, Route, ServerSettings, Timeouts, UpstreamConfig};
+use crate::balance;
+use crate::config::{
+    Balance, Cidr, Config, Route, ServerSettings, Sticky, Timeouts, UpstreamConfig,
+};
 
 /// One upstream, ready to take requests.
 #[derive(Debug)]
@@ -21,13 +24,14 @@ pub struct Upstream {
     pub name: String,
     pub backends: Vec<Arc<Backend>>,
     pub timeouts: Timeouts,
-    balancer: Box<dyn Balancer>,
+    /// Stickiness, limits, backups and the balance algorithm.
+    pub policy: Policy,
     /// Keep-alive pool to this upstream's backends (pooled per address).
     pub client: Client<HttpConnector, Body>,
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, server: &ServerSettings) -> Upstream {
+    pub fn new(cfg: &UpstreamConfig, server: &ServerSettings) -> Result<Upstream, String> {
         let backends: Vec<Arc<Backend>> = cfg
             .servers
             .iter()
@@ -41,19 +45,23 @@ impl Upstream {
             .pool_idle_timeout(server.pool_idle_timeout)
             .pool_max_idle_per_host(server.pool_max_idle)
             .build(connector);
-        Upstream {
+        let hashed =
+            matches!(cfg.balance, Balance::IpHash | Balance::Hash) || cfg.sticky == Sticky::IpHash;
+        let hash = hashed.then(|| (cfg.hash_key.clone(), cfg.ip_prefix_v4, cfg.ip_prefix_v6));
+        let cookie = match &cfg.sticky {
+            Sticky::Cookie(c) => Some(c),
+            _ => None,
+        };
+        let balancer = balance::for_config(cfg.balance, &backends);
+        let policy = Policy::new(&backends, balancer, hash, cookie)
+            .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
+        Ok(Upstream {
             name: cfg.name.clone(),
-            balancer: balance::for_config(cfg.balance, &backends),
+            policy,
             backends,
             timeouts: cfg.timeouts,
             client,
-        }
-    }
-
-    /// The backend a new request goes to, if any can take it.
-    pub fn select(&self, req: &balance::Request<'_>) -> Option<Arc<Backend>> {
-        let i = self.balancer.pick(&self.backends, req, &|_| true)?;
-        self.backends.get(i).cloned()
+        })
     }
 }
 
@@ -93,12 +101,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(config: &Config) -> Snapshot {
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|(name, u)| (name.clone(), Arc::new(Upstream::new(u, &config.server))))
-            .collect();
+    pub fn new(config: &Config) -> Result<Snapshot, String> {
+        let mut upstreams = HashMap::new();
+        for (name, u) in &config.upstreams {
+            upstreams.insert(name.clone(), Arc::new(Upstream::new(u, &config.server)?));
+        }
         let listeners = config
             .listeners
             .iter()
@@ -109,10 +116,10 @@ impl Snapshot {
                 })
             })
             .collect();
-        Snapshot {
+        Ok(Snapshot {
             upstreams,
             listeners,
-        }
+        })
     }
 }
 

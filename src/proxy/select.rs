@@ -1,0 +1,251 @@
+//! Selection policy for one upstream: which backend takes a request, given
+//! stickiness, limits and backup servers. The algorithms themselves live in
+//! `balance` (pure); this file decides *which* backends they may choose from.
+//!
+//! Order, as HAProxy and sozu do it:
+//! 1. A valid sticky cookie naming a usable backend wins. A forged, expired or
+//!    unknown cookie, or one naming a backend that is full or gone, is ignored
+//!    and the client is re-pinned (sticky falls back to normal selection).
+//! 2. Otherwise the upstream's policy picks among usable primaries; only when
+//!    none is usable does it pick among usable backups.
+//! 3. "Usable" means not at `max_conns`. The slot is taken atomically, so a
+//!    race between two requests cannot push a backend over its limit.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+use super::ProxyError;
+use crate::backend::{Active, Backend};
+use crate::balance::{self, Balancer, Maglev};
+use crate::config::{CookieSettings, HashKey, SameSite};
+use crate::sticky::{self, BackendToken, CookieAttrs, CookieCodec};
+
+/// How an upstream chooses, built once per config.
+#[derive(Debug)]
+pub struct Policy {
+    balancer: Box<dyn Balancer>,
+    /// Consistent-hash table, for ip_hash stickiness and hash balancing.
+    ring: Option<Maglev>,
+    key: KeySource,
+    cookie: Option<StickyCookie>,
+}
+
+/// Where the consistent-hash key comes from.
+#[derive(Debug)]
+enum KeySource {
+    /// No hashing: the balancer decides.
+    None,
+    Ip {
+        v4: u8,
+        v6: u8,
+    },
+    Hash {
+        key: HashKey,
+        v4: u8,
+        v6: u8,
+    },
+}
+
+#[derive(Debug)]
+struct StickyCookie {
+    codec: CookieCodec,
+    attrs: CookieAttrs,
+    name: String,
+    keep: bool,
+    /// Cookie token → backend index.
+    tokens: Vec<(BackendToken, usize)>,
+}
+
+/// The outcome: a slot taken on a backend, and maybe a cookie to set.
+#[derive(Debug)]
+pub struct Selection {
+    pub active: Active,
+    /// `Set-Cookie` value pinning the client to this backend, when it needs one.
+    pub set_cookie: Option<String>,
+}
+
+/// What the policy reads from a request.
+pub struct Ask<'a> {
+    pub client_ip: IpAddr,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a mut HeaderMap,
+}
+
+impl Policy {
+    pub fn new(
+        backends: &[Arc<Backend>],
+        balancer: Box<dyn Balancer>,
+        hash: Option<(Option<HashKey>, u8, u8)>,
+        cookie: Option<&CookieSettings>,
+    ) -> Result<Policy, String> {
+        let key = match hash {
+            None => KeySource::None,
+            Some((None, v4, v6)) => KeySource::Ip { v4, v6 },
+            Some((Some(key), v4, v6)) => KeySource::Hash { key, v4, v6 },
+        };
+        let ring = (!matches!(key, KeySource::None)).then(|| Maglev::new(backends));
+        let cookie = match cookie {
+            Some(c) => Some(StickyCookie {
+                codec: CookieCodec::new(&c.secret, &c.name, c.max_age)?,
+                attrs: CookieAttrs {
+                    path: c.path.clone(),
+                    domain: c.domain.clone(),
+                    max_age: c.max_age,
+                    secure: c.secure,
+                    http_only: c.http_only,
+                    same_site: c.same_site.map(|s| match s {
+                        SameSite::Strict => sticky::SameSite::Strict,
+                        SameSite::Lax => sticky::SameSite::Lax,
+                        SameSite::None => sticky::SameSite::None,
+                    }),
+                },
+                name: c.name.clone(),
+                keep: c.keep,
+                tokens: backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (CookieCodec::token(&b.id), i))
+                    .collect(),
+            }),
+            None => None,
+        };
+        Ok(Policy {
+            balancer,
+            ring,
+            key,
+            cookie,
+        })
+    }
+
+    /// Takes a slot on the backend this request should use.
+    pub fn select(
+        &self,
+        upstream: &str,
+        backends: &[Arc<Backend>],
+        ask: Ask<'_>,
+    ) -> Result<Selection, ProxyError> {
+        let now = unix_now();
+        if let Some(c) = &self.cookie {
+            let pinned = sticky::find_in_request(ask.headers, &c.name)
+                .iter()
+                .filter_map(|v| c.codec.decode(v, now))
+                .find_map(|t| c.tokens.iter().find(|(tok, _)| *tok == t).map(|(_, i)| *i));
+            if !c.keep {
+                sticky::strip_from_request(ask.headers, &c.name);
+            }
+            if let Some(active) = pinned.and_then(|i| backends[i].try_start_request()) {
+                return Ok(Selection {
+                    active,
+                    set_cookie: None,
+                });
+            }
+        }
+        let hash = self.key_hash(&ask);
+        let req = balance::Request {
+            client_ip: ask.client_ip,
+            path: ask.path,
+        };
+        let active = self
+            .tiers(backends, &req, hash)
+            .ok_or_else(|| ProxyError::NoBackend(why_none(upstream, backends)))?;
+        let set_cookie = self.cookie.as_ref().map(|c| {
+            let value = c.codec.encode(&active.backend().id, now);
+            c.codec.set_cookie_header(&value, &c.attrs)
+        });
+        Ok(Selection { active, set_cookie })
+    }
+
+    /// Primaries first, then backups; a backend that fills up between being
+    /// picked and being claimed is excluded and the pick repeated.
+    fn tiers(
+        &self,
+        backends: &[Arc<Backend>],
+        req: &balance::Request<'_>,
+        hash: Option<u64>,
+    ) -> Option<Active> {
+        for backup in [false, true] {
+            let mut lost = Vec::new();
+            // Each round either succeeds or excludes one more backend.
+            for _ in 0..=backends.len() {
+                let eligible = |i: usize| {
+                    let b = &backends[i];
+                    b.backup == backup && !b.is_full() && !lost.contains(&i)
+                };
+                let pick = match (hash, &self.ring) {
+                    (Some(h), Some(ring)) => ring.lookup(h, &eligible),
+                    _ => self.balancer.pick(backends, req, &eligible),
+                };
+                let Some(i) = pick else { break };
+                match backends[i].try_start_request() {
+                    Some(active) => return Some(active),
+                    None => lost.push(i),
+                }
+            }
+        }
+        None
+    }
+
+    fn key_hash(&self, ask: &Ask<'_>) -> Option<u64> {
+        let ip = |v4, v6| balance::hash64(&sticky::ip_key(ask.client_ip, v4, v6), 0);
+        match &self.key {
+            KeySource::None => None,
+            KeySource::Ip { v4, v6 } => Some(ip(*v4, *v6)),
+            KeySource::Hash { key, v4, v6 } => {
+                let found: Option<Vec<u8>> = match key {
+                    HashKey::Ip => None,
+                    HashKey::Header(h) => ask.headers.get(h).map(|v| v.as_bytes().to_vec()),
+                    HashKey::Cookie(n) => sticky::find_in_request(ask.headers, n)
+                        .into_iter()
+                        .next()
+                        .map(String::into_bytes),
+                    HashKey::Query(n) => ask
+                        .query
+                        .and_then(|q| query_param(q, n))
+                        .map(|v| v.as_bytes().to_vec()),
+                };
+                // A request without the key is placed by its address, like nginx
+                // falls back when the hash key is empty.
+                Some(found.map_or_else(|| ip(*v4, *v6), |k| balance::hash64(&k, 1)))
+            }
+        }
+    }
+}
+
+/// The value of query parameter `name` (raw, not percent-decoded: it is only hashed).
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// Why no backend could be chosen, for the log line that goes with the 503.
+fn why_none(upstream: &str, backends: &[Arc<Backend>]) -> String {
+    let full = backends.iter().filter(|b| b.is_full()).count();
+    format!(
+        "{upstream}: {full} of {} servers at max_conns, none can take the request",
+        backends.len()
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param("EIO=4&sid=abc&t=1", "sid"), Some("abc"));
+        assert_eq!(query_param("flag&sid=", "flag"), Some(""));
+        assert_eq!(query_param("a=1", "sid"), None);
+    }
+}
