@@ -306,3 +306,154 @@ fn check_command_exits_zero_or_one_with_the_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
+
+// === issue 3: stickiness, hashing, limits ===
+
+fn upstream_with(extra_server: &str, tail: &str) -> String {
+    format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nservers = [{{ addr = \"127.0.0.1:1\"{extra_server} }}]\n{tail}"
+    )
+}
+
+#[test]
+fn sticky_cookie_needs_a_strong_shared_secret() {
+    let e = err(&upstream_with(
+        "",
+        "[upstream.app.sticky]\nmode = \"cookie\"\n",
+    ));
+    assert_eq!(e.key, "upstream.app.sticky", "{e}");
+    assert!(e.message.contains("secret_env"), "{e}");
+
+    assert_err(
+        &upstream_with("", "[upstream.app.sticky]\nsecret = \"short\"\n"),
+        7,
+        10,
+        "upstream.app.sticky.secret",
+        "at least 16 bytes",
+    );
+    assert_err(
+        &upstream_with(
+            "",
+            "[upstream.app.sticky]\nsecret_env = \"LATCH_TEST_SURELY_UNSET_VAR\"\n",
+        ),
+        7,
+        14,
+        "upstream.app.sticky.secret_env",
+        "LATCH_TEST_SURELY_UNSET_VAR is not set",
+    );
+    assert_err(
+        &upstream_with(
+            "",
+            "[upstream.app.sticky]\nsecret = \"0123456789abcdef\"\ncookie = \"bad name\"\n",
+        ),
+        8,
+        10,
+        "upstream.app.sticky.cookie",
+        "not a valid cookie name",
+    );
+    assert_err(
+        &upstream_with(
+            "",
+            "[upstream.app.sticky]\nsecret = \"0123456789abcdef\"\nsame_site = \"none\"\n",
+        ),
+        8,
+        13,
+        "upstream.app.sticky.same_site",
+        "requires secure = true",
+    );
+    assert_err(
+        &upstream_with("", "[upstream.app.sticky]\nmode = \"sometimes\"\n"),
+        7,
+        8,
+        "upstream.app.sticky.mode",
+        "unknown variant",
+    );
+    let ok = parse(&upstream_with(
+        "",
+        "[upstream.app.sticky]\nsecret = \"0123456789abcdef\"\nmax_age = \"1h\"\nsecure = true\nsame_site = \"none\"\n",
+    ))
+    .unwrap();
+    match &ok.upstreams["app"].sticky {
+        latch::config::Sticky::Cookie(c) => {
+            assert_eq!(
+                (c.name.as_str(), c.max_age),
+                ("LATCH", Some(std::time::Duration::from_secs(3600)))
+            );
+            assert!(
+                !format!("{c:?}").contains("0123456789abcdef"),
+                "secret leaks into Debug"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hash_keys_limits_and_backups_are_checked() {
+    assert_err(
+        &upstream_with("", "").replace("servers = [", "balance = \"hash\"\nservers = ["),
+        4,
+        1,
+        "upstream.app.hash_key",
+        "needs hash_key",
+    );
+    assert_err(
+        &upstream_with("", "").replace("servers = [", "hash_key = \"header:X-User\"\nservers = ["),
+        5,
+        12,
+        "upstream.app.hash_key",
+        "only used with balance = \"hash\"",
+    );
+    assert_err(
+        &upstream_with("", "").replace(
+            "servers = [",
+            "balance = \"hash\"\nhash_key = \"body:x\"\nservers = [",
+        ),
+        6,
+        12,
+        "upstream.app.hash_key",
+        "expected \"ip\"",
+    );
+    assert_err(
+        &upstream_with("", "").replace("servers = [", "ip_prefix_v4 = 33\nservers = ["),
+        5,
+        16,
+        "upstream.app.ip_prefix_v4",
+        "0..=32",
+    );
+    assert_err(
+        &upstream_with(", max_conns = 0", ""),
+        5,
+        48,
+        "upstream.app.servers[0].max_conns",
+        "at least 1",
+    );
+    assert_err(
+        &upstream_with(", backup = true", ""),
+        5,
+        11,
+        "upstream.app.servers",
+        "every server is a backup",
+    );
+    assert_err(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nservers = [{ addr = \"127.0.0.1:1\", id = \"a\" }, { addr = \"127.0.0.1:2\", id = \"a\" }]\n",
+        5,
+        77,
+        "upstream.app.servers[1].id",
+        "already used by 127.0.0.1:1",
+    );
+    let ok = parse(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nbalance = \"hash\"\nhash_key = \"query:sid\"\nservers = [{ addr = \"127.0.0.1:1\", id = \"web1\", max_conns = 5 }, { addr = \"127.0.0.1:2\", backup = true }]\n",
+    )
+    .unwrap();
+    let s = &ok.upstreams["app"].servers;
+    assert_eq!(
+        (s[0].id.as_str(), s[0].max_conns, s[0].backup),
+        ("web1", Some(5), false)
+    );
+    assert_eq!((s[1].id.as_str(), s[1].backup), ("127.0.0.1:2", true));
+    assert_eq!(
+        ok.upstreams["app"].hash_key,
+        Some(latch::config::HashKey::Query("sid".into()))
+    );
+}

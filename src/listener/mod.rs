@@ -42,18 +42,35 @@ pub struct Accept {
 
 impl Accept {
     pub async fn run(self) {
-        let this = Arc::new(self);
+        // The listener stays here, out of what connection tasks share, so it
+        // closes (and the port refuses new clients) the moment this loop ends,
+        // not when the last connection does.
+        let Accept {
+            index,
+            listener,
+            tls,
+            shared,
+            server,
+            stop_accepting,
+            drain,
+            conns,
+        } = self;
+        let ctx = Arc::new(ConnCtx {
+            index,
+            tls,
+            shared,
+            server,
+            drain,
+        });
         loop {
             let accepted = tokio::select! {
-                _ = this.stop_accepting.cancelled() => return,
-                r = this.listener.accept() => r,
+                _ = stop_accepting.cancelled() => return,
+                r = listener.accept() => r,
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let this = this.clone();
-                    this.conns
-                        .clone()
-                        .spawn(async move { this.connection(stream, peer).await });
+                    let ctx = ctx.clone();
+                    conns.spawn(async move { ctx.connection(stream, peer).await });
                 }
                 Err(e) => {
                     // Usually EMFILE/ENFILE: back off briefly instead of spinning.
@@ -63,7 +80,18 @@ impl Accept {
             }
         }
     }
+}
 
+/// What each connection task of a listener shares.
+struct ConnCtx {
+    index: usize,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    server: ServerSettings,
+    drain: CancellationToken,
+}
+
+impl ConnCtx {
     async fn connection(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let info = Arc::new(ConnInfo {
