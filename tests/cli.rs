@@ -461,6 +461,69 @@ async fn demo_library_https_wss_and_long_poll_wait() {
     .await;
 }
 
+/// Like `plain`, carrying `cookie` (a `name=value` pair) when given.
+async fn with_cookie(addr: SocketAddr, method: &str, path: &str, body: &str, cookie: &str) -> Got {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("cookie", cookie)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    http_request(addr, req).await
+}
+
+/// The demo pins a browser (a client that returns the cookie) to one backend,
+/// so a long-poll session works even while other clients keep the round robin
+/// moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_cookie_keeps_a_long_poll_session_on_its_backend() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let demo = latch::demo::start(any, any).await.expect("demo starts");
+    let http = demo.handle.listener_addrs()[1];
+
+    let (status, h, body) = plain(http, "GET", "/poll", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let owner = x_backend(&h);
+    let set = h
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("the first response pins the client");
+    let cookie = set.split(';').next().unwrap().trim().to_string();
+    assert!(cookie.starts_with("LATCH="), "{set}");
+    let at = format!("/poll?sid={}", sid_of(&body));
+
+    let waiting = {
+        let (at, cookie) = (at.clone(), cookie.clone());
+        tokio::spawn(async move { with_cookie(http, "GET", &at, "", &cookie).await })
+    };
+    // Cookie-less traffic in between still rotates over all backends...
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let (_, h, _) = plain(http, "GET", "/health", "").await;
+        seen.insert(x_backend(&h));
+    }
+    assert_eq!(seen.len(), 3, "round robin for clients without the cookie");
+    // ...while every request with the cookie reaches the session's backend.
+    for i in 0..3 {
+        let (status, h, body) = with_cookie(http, "POST", &at, &format!("m{i}"), &cookie).await;
+        assert_eq!(
+            (status, x_backend(&h)),
+            (StatusCode::OK, owner.clone()),
+            "{body:?}"
+        );
+        assert!(
+            h.get("set-cookie").is_none(),
+            "a valid pin is not re-issued"
+        );
+    }
+    let (status, h, body) = within("the waiting GET", waiting).await.expect("GET task");
+    assert_eq!((status, x_backend(&h)), (StatusCode::OK, owner.clone()));
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains(r#""m0""#), "{body}");
+    demo.handle.shutdown_within(Duration::from_secs(2)).await;
+}
+
 // === latch run, SIGTERM ===
 
 /// `latch run --config FILE` in front of `backend`, on a port picked here;

@@ -2,6 +2,9 @@
 //! a WebSocket echo and a socket.io-style long-poll, each naming itself) behind
 //! a TLS listener with a certificate made at start, plus a plain listener.
 //! Nothing is read from disk, so it works on a fresh machine with one command.
+//! Browsers are pinned to a backend by latch's signed cookie, so the page's
+//! long-poll session keeps working; a client that ignores cookies is placed
+//! by round robin on every request.
 //! `conf/demo.toml` describes the same setup against external backends.
 
 mod backend;
@@ -83,8 +86,15 @@ upstream = "demo"
 [upstream.demo]
 balance = "round_robin"
 servers = [{}]
+
+# Long-poll sessions live in one backend's memory: pin each browser to it.
+[upstream.demo.sticky]
+mode = "cookie"
+cookie = "LATCH"
+secret = "{}"
 "#,
-        servers.join(", ")
+        servers.join(", "),
+        demo_secret()
     );
     let mut config = Config::parse(&text, Path::new("<demo>"))?;
     let (key, cert_pem) = self_signed(&["localhost", "127.0.0.1"])?;
@@ -96,6 +106,16 @@ servers = [{}]
         cert_pem,
         tasks,
     })
+}
+
+/// A random HMAC key for this run of the demo (one instance, so nothing to share).
+fn demo_secret() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    // `RandomState` is seeded from the OS; four draws give 256 bits.
+    let state = RandomState::new();
+    (0..4u64)
+        .map(|i| format!("{:016x}", state.hash_one(i)))
+        .collect()
 }
 
 /// A fresh self-signed certificate for `names`, as rustls wants it and as PEM.
