@@ -26,24 +26,20 @@ use crate::sticky::{self, BackendToken, CookieAttrs, CookieCodec};
 /// How an upstream chooses, built once per config.
 #[derive(Debug)]
 pub struct Policy {
-    balancer: Box<dyn Balancer>,
-    /// Consistent-hash table, for ip_hash stickiness and hash balancing.
-    ring: Option<Maglev>,
-    key: KeySource,
+    placement: Placement,
     cookie: Option<StickyCookie>,
 }
 
-/// Where the consistent-hash key comes from.
+/// What places a request that has no valid pin.
 #[derive(Debug)]
-enum KeySource {
-    /// No hashing: the balancer decides.
-    None,
-    Ip {
-        v4: u8,
-        v6: u8,
-    },
-    Hash {
+pub enum Placement {
+    /// A balance algorithm (round robin, least_conn, random).
+    Balancer(Box<dyn Balancer>),
+    /// A consistent hash of a request key (ip_hash, hash, sticky ip_hash).
+    Ring {
+        table: Maglev,
         key: HashKey,
+        /// Prefixes that group client addresses when the key is the address.
         v4: u8,
         v6: u8,
     },
@@ -78,16 +74,9 @@ pub struct Ask<'a> {
 impl Policy {
     pub fn new(
         backends: &[Arc<Backend>],
-        balancer: Box<dyn Balancer>,
-        hash: Option<(Option<HashKey>, u8, u8)>,
+        placement: Placement,
         cookie: Option<&CookieSettings>,
     ) -> Result<Policy, String> {
-        let key = match hash {
-            None => KeySource::None,
-            Some((None, v4, v6)) => KeySource::Ip { v4, v6 },
-            Some((Some(key), v4, v6)) => KeySource::Hash { key, v4, v6 },
-        };
-        let ring = (!matches!(key, KeySource::None)).then(|| Maglev::new(backends));
         let cookie = match cookie {
             Some(c) => Some(StickyCookie {
                 codec: CookieCodec::new(&c.secret, &c.name, c.max_age)?,
@@ -113,12 +102,7 @@ impl Policy {
             }),
             None => None,
         };
-        Ok(Policy {
-            balancer,
-            ring,
-            key,
-            cookie,
-        })
+        Ok(Policy { placement, cookie })
     }
 
     /// Takes a slot on the backend this request should use.
@@ -144,13 +128,8 @@ impl Policy {
                 });
             }
         }
-        let hash = self.key_hash(&ask);
-        let req = balance::Request {
-            client_ip: ask.client_ip,
-            path: ask.path,
-        };
         let active = self
-            .tiers(backends, &req, hash)
+            .tiers(backends, &ask)
             .ok_or_else(|| ProxyError::NoBackend(why_none(upstream, backends)))?;
         let set_cookie = self.cookie.as_ref().map(|c| {
             let value = c.codec.encode(&active.backend().id, now);
@@ -161,12 +140,15 @@ impl Policy {
 
     /// Primaries first, then backups; a backend that fills up between being
     /// picked and being claimed is excluded and the pick repeated.
-    fn tiers(
-        &self,
-        backends: &[Arc<Backend>],
-        req: &balance::Request<'_>,
-        hash: Option<u64>,
-    ) -> Option<Active> {
+    fn tiers(&self, backends: &[Arc<Backend>], ask: &Ask<'_>) -> Option<Active> {
+        let req = balance::Request {
+            client_ip: ask.client_ip,
+            path: ask.path,
+        };
+        let hash = match &self.placement {
+            Placement::Ring { key, v4, v6, .. } => key_hash(key, *v4, *v6, ask),
+            Placement::Balancer(_) => 0,
+        };
         for backup in [false, true] {
             let mut lost = Vec::new();
             // Each round either succeeds or excludes one more backend.
@@ -175,9 +157,9 @@ impl Policy {
                     let b = &backends[i];
                     b.backup == backup && !b.is_full() && !lost.contains(&i)
                 };
-                let pick = match (hash, &self.ring) {
-                    (Some(h), Some(ring)) => ring.lookup(h, &eligible),
-                    _ => self.balancer.pick(backends, req, &eligible),
+                let pick = match &self.placement {
+                    Placement::Ring { table, .. } => table.lookup(hash, &eligible),
+                    Placement::Balancer(b) => b.pick(backends, &req, &eligible),
                 };
                 let Some(i) = pick else { break };
                 match backends[i].try_start_request() {
@@ -188,31 +170,24 @@ impl Policy {
         }
         None
     }
+}
 
-    fn key_hash(&self, ask: &Ask<'_>) -> Option<u64> {
-        let ip = |v4, v6| balance::hash64(&sticky::ip_key(ask.client_ip, v4, v6), 0);
-        match &self.key {
-            KeySource::None => None,
-            KeySource::Ip { v4, v6 } => Some(ip(*v4, *v6)),
-            KeySource::Hash { key, v4, v6 } => {
-                let found: Option<Vec<u8>> = match key {
-                    HashKey::Ip => None,
-                    HashKey::Header(h) => ask.headers.get(h).map(|v| v.as_bytes().to_vec()),
-                    HashKey::Cookie(n) => sticky::find_in_request(ask.headers, n)
-                        .into_iter()
-                        .next()
-                        .map(String::into_bytes),
-                    HashKey::Query(n) => ask
-                        .query
-                        .and_then(|q| query_param(q, n))
-                        .map(|v| v.as_bytes().to_vec()),
-                };
-                // A request without the key is placed by its address, like nginx
-                // falls back when the hash key is empty.
-                Some(found.map_or_else(|| ip(*v4, *v6), |k| balance::hash64(&k, 1)))
-            }
-        }
-    }
+/// The consistent-hash key of a request. A request without the configured key
+/// is placed by its address, as nginx falls back when the hash key is empty.
+fn key_hash(key: &HashKey, v4: u8, v6: u8, ask: &Ask<'_>) -> u64 {
+    let by_value = |v: &[u8]| balance::hash64(v, 1);
+    let found = match key {
+        HashKey::Ip => None,
+        HashKey::Header(h) => ask.headers.get(h).map(|v| by_value(v.as_bytes())),
+        HashKey::Cookie(n) => sticky::find_in_request(ask.headers, n)
+            .first()
+            .map(|v| by_value(v.as_bytes())),
+        HashKey::Query(n) => ask
+            .query
+            .and_then(|q| query_param(q, n))
+            .map(|v| by_value(v.as_bytes())),
+    };
+    found.unwrap_or_else(|| balance::hash64(&sticky::ip_key(ask.client_ip, v4, v6), 0))
 }
 
 /// The value of query parameter `name` (raw, not percent-decoded: it is only hashed).

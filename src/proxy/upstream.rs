@@ -11,11 +11,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::Body;
-use super::select::Policy;
+use super::select::{Placement, Policy};
 use crate::backend::Backend;
-use crate::balance;
+use crate::balance::{self, Maglev};
 use crate::config::{
-    Balance, Cidr, Config, Route, ServerSettings, Sticky, Timeouts, UpstreamConfig,
+    Balance, Cidr, Config, HashKey, Route, ServerSettings, Sticky, Timeouts, UpstreamConfig,
 };
 
 /// One upstream, ready to take requests.
@@ -47,13 +47,21 @@ impl Upstream {
             .build(connector);
         let hashed =
             matches!(cfg.balance, Balance::IpHash | Balance::Hash) || cfg.sticky == Sticky::IpHash;
-        let hash = hashed.then(|| (cfg.hash_key.clone(), cfg.ip_prefix_v4, cfg.ip_prefix_v6));
+        let placement = if hashed {
+            Placement::Ring {
+                table: Maglev::new(&backends),
+                key: cfg.hash_key.clone().unwrap_or(HashKey::Ip),
+                v4: cfg.ip_prefix_v4,
+                v6: cfg.ip_prefix_v6,
+            }
+        } else {
+            Placement::Balancer(balance::for_config(cfg.balance, &backends))
+        };
         let cookie = match &cfg.sticky {
             Sticky::Cookie(c) => Some(c),
             _ => None,
         };
-        let balancer = balance::for_config(cfg.balance, &backends);
-        let policy = Policy::new(&backends, balancer, hash, cookie)
+        let policy = Policy::new(&backends, placement, cookie)
             .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
         Ok(Upstream {
             name: cfg.name.clone(),
