@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::config::ServerConfig;
+mod condition;
+
+pub use condition::{Condition, now_ms};
+
+use crate::config::{Passive, ServerConfig, UpstreamConfig};
 
 /// One server of an upstream.
 #[derive(Debug)]
@@ -23,6 +27,8 @@ pub struct Backend {
     pub max_conns: Option<usize>,
     /// Used only while no primary can take a request.
     pub backup: bool,
+    /// Health as checks see it, and slow start.
+    pub condition: Condition,
     /// Requests in flight (head sent, response not finished).
     active: AtomicUsize,
     /// Open upgraded tunnels (WebSockets).
@@ -32,8 +38,21 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A backend with no health checks, passive checks or slow start.
     pub fn new(cfg: &ServerConfig) -> Backend {
+        let off = Passive { max_fails: 0, fail_timeout: std::time::Duration::ZERO };
+        Backend::with_condition(cfg, Condition::new(off, None, true))
+    }
+
+    /// A server of `up`, with that upstream's passive checks and slow start.
+    pub fn for_upstream(cfg: &ServerConfig, up: &UpstreamConfig) -> Backend {
+        let start_up = up.check.as_ref().is_none_or(|c| c.start_up);
+        Backend::with_condition(cfg, Condition::new(up.passive, up.slow_start, start_up))
+    }
+
+    fn with_condition(cfg: &ServerConfig, condition: Condition) -> Backend {
         Backend {
+            condition,
             id: cfg.id.clone(),
             addr: cfg.addr,
             weight: cfg.weight,
@@ -55,6 +74,12 @@ impl Backend {
 
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Weight to balance with now: the configured weight in thousandths,
+    /// reduced while slow start ramps (so even weight 1 can ramp smoothly).
+    pub fn effective_weight(&self) -> u64 {
+        u64::from(self.weight) * self.condition.weight_permille()
     }
 
     /// In-flight requests plus open tunnels: what least-connections compares.

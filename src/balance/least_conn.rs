@@ -51,7 +51,7 @@ impl Balancer for LeastConn {
                 continue;
             }
             let load = backends[i].load() as u128;
-            let weight = u128::from(backends[i].weight);
+            let weight = u128::from(backends[i].effective_weight());
             // load/weight < best_load/best_weight, without dividing.
             if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
                 best = Some((i, load, weight));

@@ -80,7 +80,7 @@ impl PowerOfTwo {
             if Some(i) == skip || !eligible(i) {
                 continue;
             }
-            let w = u64::from(b.weight);
+            let w = b.effective_weight();
             if r < w {
                 return Some(i);
             }
@@ -103,7 +103,7 @@ impl Balancer for PowerOfTwo {
         for (i, b) in backends.iter().enumerate() {
             if eligible(i) {
                 count += 1;
-                total += u64::from(b.weight);
+                total += b.effective_weight();
                 only = Some(i);
             }
         }
@@ -111,16 +111,17 @@ impl Balancer for PowerOfTwo {
             // No choice to make (or, with zero weights, nothing to weigh by).
             return only;
         }
-        let a = self.draw(backends, eligible, None, total)?;
-        let rest = total - u64::from(backends[a].weight);
+        // Slow start may move a weight between reads: fall back rather than fail.
+        let a = self.draw(backends, eligible, None, total).or(only)?;
+        let rest = total.saturating_sub(backends[a].effective_weight());
         if rest == 0 {
             return Some(a);
         }
         let Some(b) = self.draw(backends, eligible, Some(a), rest) else {
             return Some(a);
         };
-        let (la, wa) = (backends[a].load() as u128, u128::from(backends[a].weight));
-        let (lb, wb) = (backends[b].load() as u128, u128::from(backends[b].weight));
+        let (la, wa) = (backends[a].load() as u128, u128::from(backends[a].effective_weight()));
+        let (lb, wb) = (backends[b].load() as u128, u128::from(backends[b].effective_weight()));
         // lb/wb < la/wa, cross-multiplied; equal loads keep the first draw.
         Some(if lb * wa < la * wb { b } else { a })
     }

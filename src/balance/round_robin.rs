@@ -39,7 +39,8 @@ impl Balancer for SmoothRoundRobin {
             if !eligible(i) {
                 continue;
             }
-            let w = i64::from(b.weight);
+            // Thousandths of the weight, so slow start can ramp it smoothly.
+            let w = b.effective_weight() as i64;
             current[i] += w;
             total += w;
             if best.is_none_or(|j| current[i] > current[j]) {

@@ -155,6 +155,143 @@ pub struct UpstreamSection {
     pub ip_prefix_v4: Spanned<u8>,
     #[serde(default = "default_prefix_v6")]
     pub ip_prefix_v6: Spanned<u8>,
+    /// Passive checks: this many failures within `fail_timeout` mark a server
+    /// down for `fail_timeout` (nginx semantics; 0 disables).
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: Dur,
+    /// A server coming back up ramps its weight from ~10% to 100% over this.
+    pub slow_start: Option<Dur>,
+    /// What to do when every server is down.
+    #[serde(default)]
+    pub all_down: AllDown,
+    pub check: Option<CheckSection>,
+    #[serde(default)]
+    pub retry: RetrySection,
+}
+
+fn default_max_fails() -> u32 {
+    1
+}
+fn default_fail_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+/// Behaviour when no server is up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AllDown {
+    /// Keep serving, best effort, through the servers anyway (HAProxy, Pingora).
+    #[default]
+    #[serde(rename = "serve")]
+    Serve,
+    /// Answer 503 at once.
+    #[serde(rename = "503")]
+    Reject,
+}
+
+/// `[upstream.NAME.check]`: active health checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSection {
+    #[serde(rename = "type")]
+    pub kind: CheckKind,
+    #[serde(default = "default_interval")]
+    pub interval: Spanned<Dur>,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_rise")]
+    pub rise: Spanned<u32>,
+    #[serde(default = "default_fall")]
+    pub fall: Spanned<u32>,
+    /// Probe this port instead of the server's.
+    pub port: Option<u16>,
+    /// State before the first probe answers.
+    #[serde(default)]
+    pub start: StartState,
+    pub path: Option<String>,
+    pub method: Option<Spanned<String>>,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    /// Raw request bytes for `http` (like nginx's `check_http_send`).
+    pub send: Option<Spanned<String>>,
+    #[serde(default)]
+    pub expect: Vec<Spanned<String>>,
+    pub expect_body: Option<String>,
+    /// `tls`: server name to send.
+    pub sni: Option<String>,
+    /// `tls`: verify the server's chain against these PEM certificates.
+    pub ca: Option<Spanned<String>>,
+}
+
+fn default_interval() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(Duration::from_secs(3)))
+}
+fn default_check_timeout() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_rise() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+fn default_fall() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Tcp,
+    Http,
+    Ws,
+    Tls,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartState {
+    #[default]
+    Up,
+    Down,
+}
+
+/// `[upstream.NAME.retry]`: nginx `proxy_next_upstream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    #[serde(default = "default_retry_on")]
+    pub on: Spanned<Vec<Spanned<String>>>,
+    /// Attempts in all, first included; 0 = until every server was tried.
+    #[serde(default)]
+    pub tries: u32,
+    /// Time budget for all attempts; "0" = none.
+    #[serde(default = "zero_duration")]
+    pub timeout: Dur,
+    /// Largest request body kept for replay; a bigger one is streamed once.
+    #[serde(default = "default_max_body")]
+    pub max_body: Size,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            on: default_retry_on(),
+            tries: 0,
+            timeout: zero_duration(),
+            max_body: default_max_body(),
+        }
+    }
+}
+
+fn default_retry_on() -> Spanned<Vec<Spanned<String>>> {
+    let v = ["error", "timeout"].map(|s| Spanned::new(0..0, s.to_string()));
+    Spanned::new(0..0, v.into())
+}
+fn zero_duration() -> Dur {
+    Dur(Duration::ZERO)
+}
+fn default_max_body() -> Size {
+    Size(64 * 1024)
 }
 
 fn default_prefix_v4() -> Spanned<u8> {
@@ -308,6 +445,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad =
         || format!("invalid duration `{text}`: expected e.g. \"500ms\", \"3s\", \"1m30s\", \"2h\"");
     let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
     if rest.is_empty() {
         return Err(bad());
     }

@@ -8,6 +8,7 @@
 
 mod cidr;
 pub mod file;
+mod resilience;
 mod sticky;
 mod tls;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 pub use cidr::Cidr;
 pub use file::{Balance, SameSite};
+pub use resilience::{AllDown, CheckConfig, CheckKind, Expected, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
 pub use tls::{TlsSettings, provider};
 
@@ -83,6 +85,11 @@ pub struct UpstreamConfig {
     /// Prefix lengths that group client addresses for ip_hash.
     pub ip_prefix_v4: u8,
     pub ip_prefix_v6: u8,
+    pub passive: Passive,
+    pub slow_start: Option<Duration>,
+    pub all_down: AllDown,
+    pub check: Option<CheckConfig>,
+    pub retry: RetryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,6 +386,14 @@ impl Validator<'_> {
             hash_key,
             ip_prefix_v4,
             ip_prefix_v6,
+            passive: resilience::passive(u),
+            slow_start: u.slow_start.map(|d| d.0).filter(|d| !d.is_zero()),
+            all_down: u.all_down,
+            check: match &u.check {
+                Some(c) => Some(resilience::check(self, &format!("{key}.check"), c)?),
+                None => None,
+            },
+            retry: resilience::retry(self, &format!("{key}.retry"), &u.retry)?,
         })
     }
 

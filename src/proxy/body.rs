@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use http_body_util::BodyExt as _;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -51,5 +52,89 @@ impl<T: Unpin> HttpBody for HoldUntilEnd<T> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+// === impl ReqBody ===
+
+/// A request body as the retry loop sees it (nginx buffers request bodies for
+/// the same reason: a body already streamed to one backend cannot be sent to
+/// the next).
+pub enum ReqBody {
+    /// Small enough to keep (≤ `retry.max_body`): every attempt gets a copy.
+    Replayable(Bytes),
+    /// Too big to keep: streamed to the first attempt only, never retried.
+    Streamed(Option<Body>),
+}
+
+impl ReqBody {
+    /// Reads up to `max` bytes of `body`. A body known to be larger, or found
+    /// to be larger while reading, is passed on as a stream (what was read
+    /// first, then the rest), so memory stays bounded by `max`.
+    pub async fn read(mut body: Incoming, max: usize) -> Result<ReqBody, super::ProxyError> {
+        if body.is_end_stream() {
+            return Ok(ReqBody::Replayable(Bytes::new()));
+        }
+        let streamed = |head: Vec<Frame<Bytes>>, rest: Incoming| {
+            ReqBody::Streamed(Some(Prefixed { head: head.into(), rest }.boxed()))
+        };
+        if body.size_hint().lower() > max as u64 {
+            return Ok(streamed(Vec::new(), body));
+        }
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match body.frame().await {
+                None => return Ok(ReqBody::Replayable(buf.freeze())),
+                Some(Err(e)) => return Err(super::ProxyError::ClientBody(e.to_string())),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        buf.extend_from_slice(&data);
+                        if buf.len() > max {
+                            return Ok(streamed(vec![Frame::data(buf.freeze())], body));
+                        }
+                    }
+                    // Trailers: rare in requests; pass them on, don't replay.
+                    Err(trailers) => {
+                        return Ok(streamed(vec![Frame::data(buf.freeze()), trailers], body));
+                    }
+                },
+            }
+        }
+    }
+
+    pub fn replayable(&self) -> bool {
+        matches!(self, ReqBody::Replayable(_))
+    }
+
+    /// The body for the next attempt; `None` once a streamed body was used.
+    pub fn next_attempt(&mut self) -> Option<Body> {
+        match self {
+            ReqBody::Replayable(b) if b.is_empty() => Some(http_body_util::Empty::new().map_err(|e| match e {}).boxed()),
+            ReqBody::Replayable(b) => Some(http_body_util::Full::new(b.clone()).map_err(|e| match e {}).boxed()),
+            ReqBody::Streamed(s) => s.take(),
+        }
+    }
+}
+
+/// Frames already read, then the rest of the client's body.
+struct Prefixed {
+    head: std::collections::VecDeque<Frame<Bytes>>,
+    rest: Incoming,
+}
+
+impl HttpBody for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(f) = this.head.pop_front() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        Pin::new(&mut this.rest).poll_frame(cx).map_err(BoxError::from)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_empty() && self.rest.is_end_stream()
     }
 }

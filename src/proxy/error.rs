@@ -26,6 +26,10 @@ pub enum ProxyError {
     Timeout(SocketAddr, Duration),
     #[error("backend {0}: bad response: {1}")]
     BadResponse(SocketAddr, String),
+    #[error("backend {0}: invalid response head: {1}")]
+    InvalidHeader(SocketAddr, String),
+    #[error("request body from the client failed: {0}")]
+    ClientBody(String),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
 }
@@ -35,7 +39,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect(..) | ProxyError::BadResponse(..) => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect(..) | ProxyError::BadResponse(..) | ProxyError::InvalidHeader(..) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -72,10 +79,55 @@ impl ProxyError {
             } else {
                 ProxyError::Connect(addr, detail)
             }
+        } else if parse_error(&e) {
+            ProxyError::InvalidHeader(addr, detail)
         } else {
             ProxyError::BadResponse(addr, detail)
         }
     }
+
+    /// The `retry.on` condition this failure is (nginx names), if any.
+    pub fn condition(&self) -> Option<Condition> {
+        match self {
+            ProxyError::Connect(..) => Some(Condition::ConnectError),
+            ProxyError::ConnectTimeout(_) => Some(Condition::ConnectTimeout),
+            ProxyError::Timeout(..) => Some(Condition::Timeout),
+            ProxyError::BadResponse(..) => Some(Condition::Error),
+            ProxyError::InvalidHeader(..) => Some(Condition::InvalidHeader),
+            _ => None,
+        }
+    }
+}
+
+/// A failed attempt on a backend, as `retry.on` and passive checks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Could not connect: nothing was sent, so even a POST may go elsewhere.
+    ConnectError,
+    ConnectTimeout,
+    /// Connected, but the exchange broke before a response head.
+    Error,
+    /// No response head within `timeouts.read`.
+    Timeout,
+    InvalidHeader,
+}
+
+impl Condition {
+    /// Whether the request never reached the backend.
+    pub fn unsent(self) -> bool {
+        matches!(self, Condition::ConnectError | Condition::ConnectTimeout)
+    }
+}
+
+fn parse_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src = Some(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_parse() || h.is_parse_status()) {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// The error and all its causes, `: `-joined, for the log.

@@ -13,14 +13,16 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
+use tracing::error;
 
 use super::ProxyError;
 use crate::backend::{Active, Backend};
 use crate::balance::{self, Balancer, Maglev};
-use crate::config::{CookieSettings, HashKey, SameSite};
+use crate::config::{AllDown, CookieSettings, HashKey, SameSite};
 use crate::sticky::{self, BackendToken, CookieAttrs, CookieCodec};
 
 /// How an upstream chooses, built once per config.
@@ -28,6 +30,10 @@ use crate::sticky::{self, BackendToken, CookieAttrs, CookieCodec};
 pub struct Policy {
     placement: Placement,
     cookie: Option<StickyCookie>,
+    all_down: AllDown,
+    /// The "every server is down" error was logged and not yet cleared, so
+    /// it is logged once per outage, not once per request.
+    all_down_logged: AtomicBool,
 }
 
 /// What places a request that has no valid pin.
@@ -58,6 +64,8 @@ struct StickyCookie {
 /// The outcome: a slot taken on a backend, and maybe a cookie to set.
 #[derive(Debug)]
 pub struct Selection {
+    /// Position of the chosen backend in the upstream's list.
+    pub index: usize,
     pub active: Active,
     /// `Set-Cookie` value pinning the client to this backend, when it needs one.
     pub set_cookie: Option<String>,
@@ -76,6 +84,7 @@ impl Policy {
         backends: &[Arc<Backend>],
         placement: Placement,
         cookie: Option<&CookieSettings>,
+        all_down: AllDown,
     ) -> Result<Policy, String> {
         let cookie = match cookie {
             Some(c) => Some(StickyCookie {
@@ -102,15 +111,22 @@ impl Policy {
             }),
             None => None,
         };
-        Ok(Policy { placement, cookie })
+        Ok(Policy {
+            placement,
+            cookie,
+            all_down,
+            all_down_logged: AtomicBool::new(false),
+        })
     }
 
-    /// Takes a slot on the backend this request should use.
+    /// Takes a slot on the backend this request should use, never one of
+    /// `tried` (the servers earlier attempts of this request already failed on).
     pub fn select(
         &self,
         upstream: &str,
         backends: &[Arc<Backend>],
         ask: Ask<'_>,
+        tried: &[usize],
     ) -> Result<Selection, ProxyError> {
         let now = unix_now();
         if let Some(c) = &self.cookie {
@@ -121,26 +137,62 @@ impl Policy {
             if !c.keep {
                 sticky::strip_from_request(ask.headers, &c.name);
             }
-            if let Some(active) = pinned.and_then(|i| backends[i].try_start_request()) {
+            let pinned = pinned.filter(|i| !tried.contains(i) && backends[*i].condition.usable());
+            if let Some((i, active)) = pinned.and_then(|i| Some((i, backends[i].try_start_request()?))) {
                 return Ok(Selection {
+                    index: i,
                     active,
                     set_cookie: None,
                 });
             }
         }
-        let active = self
-            .tiers(backends, &ask)
-            .ok_or_else(|| ProxyError::NoBackend(why_none(upstream, backends)))?;
+        let (index, active) = self.choose(upstream, backends, &ask, tried)?;
         let set_cookie = self.cookie.as_ref().map(|c| {
             let value = c.codec.encode(&active.backend().id, now);
             c.codec.set_cookie_header(&value, &c.attrs)
         });
-        Ok(Selection { active, set_cookie })
+        Ok(Selection {
+            index,
+            active,
+            set_cookie,
+        })
+    }
+
+    /// Healthy servers first; when none is up at all, `all_down` decides
+    /// between serving through them anyway (least bad: the normal policy,
+    /// ignoring health) and refusing.
+    fn choose(
+        &self,
+        upstream: &str,
+        backends: &[Arc<Backend>],
+        ask: &Ask<'_>,
+        tried: &[usize],
+    ) -> Result<(usize, Active), ProxyError> {
+        if let Some(found) = self.tiers(backends, ask, tried, true) {
+            self.all_down_logged.store(false, Ordering::Relaxed);
+            return Ok(found);
+        }
+        let none_up = backends.iter().all(|b| !b.condition.usable());
+        if none_up && self.all_down == AllDown::Serve {
+            if !self.all_down_logged.swap(true, Ordering::Relaxed) {
+                error!(upstream, "every server is down; serving through them anyway (all_down = \"serve\")");
+            }
+            if let Some(found) = self.tiers(backends, ask, tried, false) {
+                return Ok(found);
+            }
+        }
+        Err(ProxyError::NoBackend(why_none(upstream, backends, tried)))
     }
 
     /// Primaries first, then backups; a backend that fills up between being
     /// picked and being claimed is excluded and the pick repeated.
-    fn tiers(&self, backends: &[Arc<Backend>], ask: &Ask<'_>) -> Option<Active> {
+    fn tiers(
+        &self,
+        backends: &[Arc<Backend>],
+        ask: &Ask<'_>,
+        tried: &[usize],
+        healthy_only: bool,
+    ) -> Option<(usize, Active)> {
         let req = balance::Request {
             client_ip: ask.client_ip,
             path: ask.path,
@@ -149,21 +201,31 @@ impl Policy {
             Placement::Ring { key, v4, v6, .. } => key_hash(key, *v4, *v6, ask),
             Placement::Balancer(_) => 0,
         };
+        // Slow start on a hash ring: a ramping server takes only the keys whose
+        // admission number is below its share, so as the share grows keys move
+        // onto it and never off it. (Other modes ramp through the weight.)
+        let admission = hash.rotate_left(29) % 1000;
         for backup in [false, true] {
             let mut lost = Vec::new();
             // Each round either succeeds or excludes one more backend.
             for _ in 0..=backends.len() {
                 let eligible = |i: usize| {
                     let b = &backends[i];
-                    b.backup == backup && !b.is_full() && !lost.contains(&i)
+                    b.backup == backup
+                        && !b.is_full()
+                        && !tried.contains(&i)
+                        && !lost.contains(&i)
+                        && (!healthy_only || b.condition.usable())
                 };
                 let pick = match &self.placement {
-                    Placement::Ring { table, .. } => table.lookup(hash, &eligible),
+                    Placement::Ring { table, .. } => table.lookup(hash, &|i| {
+                        eligible(i) && admission < backends[i].condition.weight_permille()
+                    }),
                     Placement::Balancer(b) => b.pick(backends, &req, &eligible),
                 };
                 let Some(i) = pick else { break };
                 match backends[i].try_start_request() {
-                    Some(active) => return Some(active),
+                    Some(active) => return Some((i, active)),
                     None => lost.push(i),
                 }
             }
@@ -199,11 +261,13 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Why no backend could be chosen, for the log line that goes with the 503.
-fn why_none(upstream: &str, backends: &[Arc<Backend>]) -> String {
+fn why_none(upstream: &str, backends: &[Arc<Backend>], tried: &[usize]) -> String {
     let full = backends.iter().filter(|b| b.is_full()).count();
+    let down = backends.iter().filter(|b| !b.condition.usable()).count();
     format!(
-        "{upstream}: {full} of {} servers at max_conns, none can take the request",
-        backends.len()
+        "{upstream}: of {} servers, {down} down, {full} at max_conns, {} already tried",
+        backends.len(),
+        tried.len()
     )
 }
 

@@ -15,7 +15,7 @@ use super::select::{Placement, Policy};
 use crate::backend::Backend;
 use crate::balance::{self, Maglev};
 use crate::config::{
-    Balance, Cidr, Config, HashKey, Route, ServerSettings, Sticky, Timeouts, UpstreamConfig,
+    Balance, Cidr, Config, HashKey, RetryConfig, Route, ServerSettings, Sticky, Timeouts, UpstreamConfig,
 };
 
 /// One upstream, ready to take requests.
@@ -24,6 +24,7 @@ pub struct Upstream {
     pub name: String,
     pub backends: Vec<Arc<Backend>>,
     pub timeouts: Timeouts,
+    pub retry: RetryConfig,
     /// Stickiness, limits, backups and the balance algorithm.
     pub policy: Policy,
     /// Keep-alive pool to this upstream's backends (pooled per address).
@@ -35,7 +36,7 @@ impl Upstream {
         let backends: Vec<Arc<Backend>> = cfg
             .servers
             .iter()
-            .map(|s| Arc::new(Backend::new(s)))
+            .map(|s| Arc::new(Backend::for_upstream(s, cfg)))
             .collect();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.timeouts.connect));
@@ -61,13 +62,14 @@ impl Upstream {
             Sticky::Cookie(c) => Some(c),
             _ => None,
         };
-        let policy = Policy::new(&backends, placement, cookie)
+        let policy = Policy::new(&backends, placement, cookie, cfg.all_down)
             .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
         Ok(Upstream {
             name: cfg.name.clone(),
             policy,
             backends,
             timeouts: cfg.timeouts,
+            retry: cfg.retry.clone(),
             client,
         })
     }

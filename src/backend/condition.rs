@@ -1,0 +1,219 @@
+//! Whether a backend may take new requests, as health checks see it, and how
+//! much of its weight it has earned back after coming up again.
+//!
+//! Three writers, one reader: the active checker sets up/down, the proxy
+//! records passive failures and successes, and selectors read
+//! [`Condition::usable`] and [`Condition::weight_permille`]. Everything on the
+//! read path is an atomic load (and a clock read only while something is
+//! pending), so selection stays cheap.
+//!
+//! Passive checks follow nginx: `max_fails` failures within `fail_timeout`
+//! take the server out for `fail_timeout`. Slow start follows nginx too: a
+//! server that comes back (after a check flipped it up, or after its passive
+//! time out) ramps from 10% to 100% of its weight over `slow_start`. A server
+//! that is up at start does not ramp.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::config::Passive;
+
+/// Milliseconds on a process-wide monotonic clock; never 0 (0 means "unset").
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Where the ramp starts, as a share of the weight.
+const RAMP_FLOOR_PERMILLE: u64 = 100;
+
+#[derive(Debug)]
+pub struct Condition {
+    passive: Passive,
+    /// 0 = no slow start.
+    slow_start_ms: u64,
+    /// Last verdict of the active checker (true when there is none).
+    active_up: AtomicBool,
+    /// Out of rotation until this time (ms); 0 = never taken out.
+    passive_until: AtomicU64,
+    /// Slow start began at this time (ms); 0 = not ramping.
+    ramp_start: AtomicU64,
+    /// A failure window is open; lets successes skip the lock otherwise.
+    failing: AtomicBool,
+    window: Mutex<FailWindow>,
+}
+
+#[derive(Debug, Default)]
+struct FailWindow {
+    started: u64,
+    fails: u32,
+}
+
+impl Condition {
+    pub fn new(passive: Passive, slow_start: Option<Duration>, start_up: bool) -> Condition {
+        Condition {
+            passive,
+            slow_start_ms: slow_start.map_or(0, |d| d.as_millis() as u64),
+            active_up: AtomicBool::new(start_up),
+            passive_until: AtomicU64::new(0),
+            ramp_start: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            window: Mutex::new(FailWindow::default()),
+        }
+    }
+
+    /// Up by the active checks and not taken out by passive ones.
+    pub fn usable(&self) -> bool {
+        self.active_up() && !self.passive_down()
+    }
+
+    pub fn active_up(&self) -> bool {
+        self.active_up.load(Ordering::Acquire)
+    }
+
+    pub fn passive_down(&self) -> bool {
+        let until = self.passive_until.load(Ordering::Acquire);
+        until != 0 && now_ms() < until
+    }
+
+    /// The active checker's verdict; a flip to up starts slow start.
+    pub fn set_active(&self, up: bool) {
+        let was = self.active_up.swap(up, Ordering::AcqRel);
+        if up && !was && self.slow_start_ms > 0 {
+            self.ramp_start.store(now_ms(), Ordering::Release);
+        }
+    }
+
+    /// A failed attempt (error, timeout, bad header, or a status listed in
+    /// `retry.on`). Returns true when this failure took the server out.
+    pub fn record_failure(&self) -> bool {
+        let Passive { max_fails, fail_timeout } = self.passive;
+        if max_fails == 0 {
+            return false;
+        }
+        let now = now_ms();
+        let timeout = fail_timeout.as_millis() as u64;
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.fails == 0 || now.saturating_sub(w.started) > timeout {
+            *w = FailWindow { started: now, fails: 0 };
+        }
+        w.fails += 1;
+        self.failing.store(true, Ordering::Release);
+        if w.fails < max_fails {
+            return false;
+        }
+        *w = FailWindow::default();
+        self.failing.store(false, Ordering::Release);
+        let until = now + timeout;
+        self.passive_until.store(until, Ordering::Release);
+        if self.slow_start_ms > 0 {
+            self.ramp_start.store(until, Ordering::Release);
+        }
+        true
+    }
+
+    /// A successful attempt closes the failure window.
+    pub fn record_success(&self) {
+        if self.failing.load(Ordering::Acquire) {
+            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            *w = FailWindow::default();
+            self.failing.store(false, Ordering::Release);
+        }
+    }
+
+    /// Share of the configured weight earned so far, in ‰ (100..=1000).
+    pub fn weight_permille(&self) -> u64 {
+        let start = self.ramp_start.load(Ordering::Acquire);
+        if start == 0 {
+            return 1000;
+        }
+        let now = now_ms();
+        if now < start {
+            return RAMP_FLOOR_PERMILLE;
+        }
+        let elapsed = now - start;
+        if elapsed >= self.slow_start_ms {
+            // Ramp done: later reads skip the clock.
+            let _ = self.ramp_start.compare_exchange(start, 0, Ordering::AcqRel, Ordering::Relaxed);
+            return 1000;
+        }
+        (elapsed * 1000 / self.slow_start_ms).max(RAMP_FLOOR_PERMILLE)
+    }
+
+    /// Whether slow start is still ramping (for status pages).
+    pub fn ramping(&self) -> bool {
+        self.weight_permille() < 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passive(max_fails: u32, ms: u64) -> Passive {
+        Passive { max_fails, fail_timeout: Duration::from_millis(ms) }
+    }
+
+    #[test]
+    fn max_fails_within_the_window_takes_the_server_out() {
+        let c = Condition::new(passive(3, 60_000), None, true);
+        assert!(!c.record_failure());
+        assert!(!c.record_failure());
+        c.record_success(); // closes the window
+        assert!(!c.record_failure());
+        assert!(!c.record_failure());
+        assert!(c.usable());
+        assert!(c.record_failure());
+        assert!(!c.usable() && c.passive_down() && c.active_up());
+    }
+
+    #[test]
+    fn passive_down_ends_after_fail_timeout() {
+        let c = Condition::new(passive(1, 30), None, true);
+        assert!(c.record_failure());
+        assert!(!c.usable());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !c.usable() {
+            assert!(Instant::now() < deadline, "still down after fail_timeout");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn zero_max_fails_disables_passive_checks() {
+        let c = Condition::new(passive(0, 10_000), None, true);
+        for _ in 0..100 {
+            assert!(!c.record_failure());
+        }
+        assert!(c.usable());
+    }
+
+    #[test]
+    fn slow_start_ramps_only_after_coming_back() {
+        let c = Condition::new(passive(1, 10_000), Some(Duration::from_secs(100)), false);
+        assert!(!c.usable());
+        assert_eq!(c.weight_permille(), 1000, "no ramp before ever being up");
+        c.set_active(true);
+        assert!(c.usable());
+        let w = c.weight_permille();
+        assert!((100..200).contains(&w), "starts near 10%: {w}");
+        assert!(c.ramping());
+        let up_at_start = Condition::new(passive(1, 10_000), Some(Duration::from_secs(100)), true);
+        assert_eq!(up_at_start.weight_permille(), 1000);
+        up_at_start.set_active(true); // already up: no ramp
+        assert_eq!(up_at_start.weight_permille(), 1000);
+    }
+
+    #[test]
+    fn ramp_completes() {
+        let c = Condition::new(passive(1, 10_000), Some(Duration::from_millis(20)), false);
+        c.set_active(true);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.weight_permille() < 1000 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!c.ramping());
+    }
+}
