@@ -16,6 +16,7 @@ pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod listener;
 pub mod proxy;
 pub mod sticky;
@@ -106,6 +107,14 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         ),
         None => None,
     };
+
+    // Active health checks: one task per backend, stopped with the listeners.
+    let snapshot = shared.snapshot.load();
+    for (name, up) in &config.upstreams {
+        if let (Some(check), Some(rt)) = (&up.check, snapshot.upstreams.get(name)) {
+            health::spawn_checkers(name, &rt.backends, check, &stop_accepting, &conns);
+        }
+    }
 
     let mut addrs = Vec::new();
     for (index, (tcp, tls)) in bound.into_iter().enumerate() {

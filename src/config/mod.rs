@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use cidr::Cidr;
 pub use file::{Balance, SameSite};
-pub use resilience::{AllDown, CheckConfig, CheckKind, Expected, Passive, RetryConfig};
+pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
 pub use tls::{TlsSettings, provider};
 

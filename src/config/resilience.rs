@@ -11,6 +11,7 @@ use rustls_pki_types::pem::PemObject;
 pub use super::file::{AllDown, CheckKind};
 use super::file::{CheckSection, RetrySection, StartState, UpstreamSection};
 use super::{ConfigError, Reporter};
+use crate::health::Expect;
 
 /// Active health checking of every server of an upstream.
 #[derive(Debug, Clone)]
@@ -28,17 +29,11 @@ pub struct CheckConfig {
     pub host: Option<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub send: Option<String>,
-    /// Status classes (`Class(2)` = 2xx) or codes that pass; empty = 2xx/3xx.
-    pub expect: Vec<Expected>,
+    /// Status classes or codes that pass; empty = 2xx/3xx.
+    pub expect: Vec<Expect>,
     pub expect_body: Option<String>,
     pub sni: Option<String>,
     pub ca: Option<Vec<CertificateDer<'static>>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expected {
-    Class(u8),
-    Code(u16),
 }
 
 /// Passive failure detection (nginx `max_fails` / `fail_timeout`).
@@ -164,25 +159,18 @@ pub(super) fn check(
     }
     let mut expect = Vec::new();
     for (i, e) in c.expect.iter().enumerate() {
-        expect.push(expected(e.get_ref()).ok_or_else(|| {
-            r.report(
-                e.span(),
-                &format!("{key}.expect[{i}]"),
-                format!(
-                    "`{}`: expected a class like \"2xx\" or a code like \"204\"",
-                    e.get_ref()
-                ),
-            )
-        })?);
+        let parsed: Expect = e
+            .get_ref()
+            .parse()
+            .map_err(|why: String| r.report(e.span(), &format!("{key}.expect[{i}]"), why))?;
+        expect.push(parsed);
     }
-    if let Some(send) = &c.send {
-        if c.kind != CheckKind::Http {
-            return Err(r.report(
-                send.span(),
-                &format!("{key}.send"),
-                "only used with type = \"http\"".into(),
-            ));
-        }
+    if let Some(send) = c.send.as_ref().filter(|_| c.kind != CheckKind::Http) {
+        return Err(r.report(
+            send.span(),
+            &format!("{key}.send"),
+            "only used with type = \"http\"".into(),
+        ));
     }
     let ca = match &c.ca {
         Some(path) => {
@@ -225,33 +213,4 @@ pub(super) fn check(
         sni: c.sni.clone(),
         ca,
     })
-}
-
-fn expected(text: &str) -> Option<Expected> {
-    let t = text.trim().to_ascii_lowercase();
-    if let Some(d) = t.strip_suffix("xx") {
-        return match d.parse::<u8>() {
-            Ok(n @ 1..=5) if d.len() == 1 => Some(Expected::Class(n)),
-            _ => None,
-        };
-    }
-    match t.parse::<u16>() {
-        Ok(code @ 100..=599) => Some(Expected::Code(code)),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expectations() {
-        assert_eq!(expected("2xx"), Some(Expected::Class(2)));
-        assert_eq!(expected("3XX"), Some(Expected::Class(3)));
-        assert_eq!(expected("204"), Some(Expected::Code(204)));
-        for bad in ["9xx", "20x", "ok", "1000", "22xx"] {
-            assert_eq!(expected(bad), None, "{bad}");
-        }
-    }
 }
