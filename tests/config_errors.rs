@@ -457,3 +457,131 @@ fn hash_keys_limits_and_backups_are_checked() {
         Some(latch::config::HashKey::Query("sid".into()))
     );
 }
+
+// === issue 4: checks, retries, passive checks, slow start ===
+
+fn with_tail(tail: &str) -> String {
+    upstream_with("", tail)
+}
+
+#[test]
+fn check_and_retry_sections_are_validated() {
+    assert_err(
+        &with_tail("[upstream.app.check]\ntype = \"smtp\"\n"),
+        7,
+        8,
+        "upstream.app.check.type",
+        "unknown variant `smtp`",
+    );
+    assert_err(
+        &with_tail("[upstream.app.check]\ntype = \"http\"\nrise = 0\n"),
+        8,
+        8,
+        "upstream.app.check.rise",
+        "at least 1",
+    );
+    assert_err(
+        &with_tail("[upstream.app.check]\ntype = \"http\"\ninterval = \"1ms\"\n"),
+        8,
+        12,
+        "upstream.app.check.interval",
+        "at least 10ms",
+    );
+    assert_err(
+        &with_tail("[upstream.app.check]\ntype = \"http\"\nexpect = [\"2xx\", \"9xx\"]\n"),
+        8,
+        18,
+        "upstream.app.check.expect[1]",
+        "9xx",
+    );
+    assert_err(
+        &with_tail("[upstream.app.check]\ntype = \"tcp\"\nsend = \"PING\"\n"),
+        8,
+        8,
+        "upstream.app.check.send",
+        "only used with type = \"http\"",
+    );
+    assert_err(
+        &with_tail("[upstream.app.check]\ntype = \"http\"\nmethod = \"GE T\"\n"),
+        8,
+        10,
+        "upstream.app.check.method",
+        "invalid method",
+    );
+    let e = err(&with_tail(
+        "[upstream.app.check]\ntype = \"tls\"\nca = \"missing-ca.pem\"\n",
+    ));
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (8, "upstream.app.check.ca"),
+        "{e}"
+    );
+    assert_err(
+        &with_tail("[upstream.app.retry]\non = [\"error\", \"http_418\"]\n"),
+        7,
+        16,
+        "upstream.app.retry.on[1]",
+        "unknown condition `http_418`",
+    );
+    assert_err(
+        &with_tail("[upstream.app.retry]\ntimeout = \"soon\"\n"),
+        7,
+        11,
+        "upstream.app.retry.timeout",
+        "invalid duration",
+    );
+    assert_err(
+        &with_tail("").replace("servers = [", "all_down = \"panic\"\nservers = ["),
+        5,
+        12,
+        "upstream.app.all_down",
+        "unknown variant",
+    );
+
+    let ok = parse(&with_tail(
+        "[upstream.app.check]\ntype = \"ws\"\npath = \"/ws\"\ninterval = \"100ms\"\nstart = \"down\"\nexpect = [\"101\"]\nheaders = { \"X-Probe\" = \"1\" }\n[upstream.app.retry]\non = [\"error\", \"http_502\", \"non_idempotent\"]\ntries = 2\ntimeout = \"5s\"\nmax_body = \"16k\"\n",
+    ).replace("servers = [", "max_fails = 3\nfail_timeout = \"30s\"\nslow_start = \"1m\"\nall_down = \"503\"\nservers = ["))
+    .unwrap();
+    let u = &ok.upstreams["app"];
+    let c = u.check.as_ref().unwrap();
+    assert_eq!(
+        (c.kind, c.interval, c.start_up),
+        (
+            latch::config::CheckKind::Ws,
+            std::time::Duration::from_millis(100),
+            false
+        )
+    );
+    assert_eq!(c.headers.len(), 1);
+    assert!(u.retry.on_error && !u.retry.on_timeout && u.retry.non_idempotent);
+    assert_eq!(
+        (
+            u.retry.on_status.as_slice(),
+            u.retry.tries,
+            u.retry.max_body
+        ),
+        (&[502][..], 2, 16 * 1024)
+    );
+    assert_eq!(u.retry.timeout, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(
+        (u.passive.max_fails, u.passive.fail_timeout),
+        (3, std::time::Duration::from_secs(30))
+    );
+    assert_eq!(u.slow_start, Some(std::time::Duration::from_secs(60)));
+    assert_eq!(u.all_down, latch::config::AllDown::Reject);
+
+    // nginx defaults: retry on error and timeout, max_fails 1 in 10 s.
+    let d = parse(&with_tail("")).unwrap();
+    let u = &d.upstreams["app"];
+    assert!(
+        u.retry.on_error
+            && u.retry.on_timeout
+            && !u.retry.non_idempotent
+            && u.retry.on_status.is_empty()
+    );
+    assert_eq!(
+        (u.passive.max_fails, u.retry.tries, u.retry.timeout),
+        (1, 0, None)
+    );
+    assert!(u.check.is_none() && u.slow_start.is_none());
+}

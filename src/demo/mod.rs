@@ -87,6 +87,11 @@ upstream = "demo"
 balance = "round_robin"
 servers = [{}]
 
+[upstream.demo.check]
+type = "http"
+path = "/health"
+interval = "2s"
+
 # Long-poll sessions live in one backend's memory: pin each browser to it.
 [upstream.demo.sticky]
 mode = "cookie"
