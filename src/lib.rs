@@ -69,6 +69,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         snapshot: ArcSwap::from_pointee(Snapshot::new(&config).map_err(StartError::Upstream)?),
         tunnels: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
+        draining: Default::default(),
     });
     let stop_accepting = CancellationToken::new();
     let drain = CancellationToken::new();

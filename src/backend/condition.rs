@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Passive;
 
@@ -30,9 +30,10 @@ const RAMP_FLOOR_PERMILLE: u64 = 100;
 
 #[derive(Debug)]
 pub struct Condition {
-    passive: Passive,
+    /// Passive-check settings; replaceable by a reload.
+    passive: Mutex<Passive>,
     /// 0 = no slow start.
-    slow_start_ms: u64,
+    slow_start_ms: AtomicU64,
     /// Last verdict of the active checker (true when there is none).
     active_up: AtomicBool,
     /// Out of rotation until this time (ms); 0 = never taken out.
@@ -42,6 +43,21 @@ pub struct Condition {
     /// A failure window is open; lets successes skip the lock otherwise.
     failing: AtomicBool,
     window: Mutex<FailWindow>,
+    /// For status pages: the latest probe and the latest up/down flip.
+    report: Mutex<Report>,
+}
+
+/// What an operator wants to know about a server's checks.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// `(passed, reason when not, when)` of the latest active probe.
+    pub last_check: Option<(bool, String, SystemTime)>,
+    /// When active or passive checks last changed the server's state.
+    pub last_transition: Option<SystemTime>,
+    /// Passive failures counted in the current window.
+    pub passive_fails: u32,
+    /// Times passive checks took the server out.
+    pub passive_outs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -53,14 +69,26 @@ struct FailWindow {
 impl Condition {
     pub fn new(passive: Passive, slow_start: Option<Duration>, start_up: bool) -> Condition {
         Condition {
-            passive,
-            slow_start_ms: slow_start.map_or(0, |d| d.as_millis() as u64),
+            passive: Mutex::new(passive),
+            slow_start_ms: AtomicU64::new(slow_start.map_or(0, |d| d.as_millis() as u64)),
             active_up: AtomicBool::new(start_up),
             passive_until: AtomicU64::new(0),
             ramp_start: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             window: Mutex::new(FailWindow::default()),
+            report: Mutex::new(Report::default()),
         }
+    }
+
+    /// New settings from a reload; the state (health, window, ramp) stays.
+    pub fn reconfigure(&self, passive: Passive, slow_start: Option<Duration>) {
+        *self.passive.lock().unwrap_or_else(|p| p.into_inner()) = passive;
+        let ms = slow_start.map_or(0, |d| d.as_millis() as u64);
+        self.slow_start_ms.store(ms, Ordering::Release);
+    }
+
+    fn slow_start_ms(&self) -> u64 {
+        self.slow_start_ms.load(Ordering::Acquire)
     }
 
     /// Up by the active checks and not taken out by passive ones.
@@ -80,15 +108,21 @@ impl Condition {
     /// The active checker's verdict; a flip to up starts slow start.
     pub fn set_active(&self, up: bool) {
         let was = self.active_up.swap(up, Ordering::AcqRel);
-        if up && !was && self.slow_start_ms > 0 {
+        if up && !was && self.slow_start_ms() > 0 {
             self.ramp_start.store(now_ms(), Ordering::Release);
+        }
+        if up != was {
+            self.report().last_transition = Some(SystemTime::now());
         }
     }
 
     /// A failed attempt (error, timeout, bad header, or a status listed in
     /// `retry.on`). Returns true when this failure took the server out.
     pub fn record_failure(&self) -> bool {
-        let Passive { max_fails, fail_timeout } = self.passive;
+        let Passive {
+            max_fails,
+            fail_timeout,
+        } = *self.passive.lock().unwrap_or_else(|p| p.into_inner());
         if max_fails == 0 {
             return false;
         }
@@ -96,18 +130,28 @@ impl Condition {
         let timeout = fail_timeout.as_millis() as u64;
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         if w.fails == 0 || now.saturating_sub(w.started) > timeout {
-            *w = FailWindow { started: now, fails: 0 };
+            *w = FailWindow {
+                started: now,
+                fails: 0,
+            };
         }
         w.fails += 1;
         self.failing.store(true, Ordering::Release);
         if w.fails < max_fails {
+            self.report().passive_fails = w.fails;
             return false;
+        }
+        {
+            let mut r = self.report();
+            r.passive_fails = 0;
+            r.passive_outs += 1;
+            r.last_transition = Some(SystemTime::now());
         }
         *w = FailWindow::default();
         self.failing.store(false, Ordering::Release);
         let until = now + timeout;
         self.passive_until.store(until, Ordering::Release);
-        if self.slow_start_ms > 0 {
+        if self.slow_start_ms() > 0 {
             self.ramp_start.store(until, Ordering::Release);
         }
         true
@@ -119,7 +163,26 @@ impl Condition {
             let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
             *w = FailWindow::default();
             self.failing.store(false, Ordering::Release);
+            self.report().passive_fails = 0;
         }
+    }
+
+    /// Notes the latest active probe (the checker calls this every probe).
+    pub fn record_check(&self, result: &Result<(), String>) {
+        let (ok, why) = match result {
+            Ok(()) => (true, String::new()),
+            Err(e) => (false, e.clone()),
+        };
+        self.report().last_check = Some((ok, why, SystemTime::now()));
+    }
+
+    /// A copy of the operator-facing report.
+    pub fn snapshot_report(&self) -> Report {
+        self.report().clone()
+    }
+
+    fn report(&self) -> std::sync::MutexGuard<'_, Report> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Share of the configured weight earned so far, in ‰ (100..=1000).
@@ -133,12 +196,15 @@ impl Condition {
             return RAMP_FLOOR_PERMILLE;
         }
         let elapsed = now - start;
-        if elapsed >= self.slow_start_ms {
+        let ramp = self.slow_start_ms();
+        if elapsed >= ramp {
             // Ramp done: later reads skip the clock.
-            let _ = self.ramp_start.compare_exchange(start, 0, Ordering::AcqRel, Ordering::Relaxed);
+            let _ = self
+                .ramp_start
+                .compare_exchange(start, 0, Ordering::AcqRel, Ordering::Relaxed);
             return 1000;
         }
-        (elapsed * 1000 / self.slow_start_ms).max(RAMP_FLOOR_PERMILLE)
+        (elapsed * 1000 / ramp).max(RAMP_FLOOR_PERMILLE)
     }
 
     /// Whether slow start is still ramping (for status pages).
@@ -152,7 +218,10 @@ mod tests {
     use super::*;
 
     fn passive(max_fails: u32, ms: u64) -> Passive {
-        Passive { max_fails, fail_timeout: Duration::from_millis(ms) }
+        Passive {
+            max_fails,
+            fail_timeout: Duration::from_millis(ms),
+        }
     }
 
     #[test]

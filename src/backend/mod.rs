@@ -4,14 +4,23 @@
 //! config, plus counters that the proxy moves with RAII guards ([`Active`],
 //! [`Tunnel`]) so that every path — finish, error, client gone, cancellation —
 //! gives the slot back. Selectors read this state; they never write it.
+//!
+//! A reload builds new `Backend`s from the new config, but a server that
+//! stays (same upstream, same `id`, same address) shares its live state — the
+//! counters and the [`Condition`] — with its predecessor, so its counts,
+//! health and slow start carry over, and guards taken before the reload still
+//! count against it. A server that leaves is *draining*: no new requests, and
+//! its tunnels close when they end or when the grace period does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use tokio_util::sync::CancellationToken;
 
 mod condition;
 
-pub use condition::{Condition, now_ms};
+pub use condition::{Condition, Report, now_ms};
 
 use crate::config::{Passive, ServerConfig, UpstreamConfig};
 
@@ -27,53 +36,109 @@ pub struct Backend {
     pub max_conns: Option<usize>,
     /// Used only while no primary can take a request.
     pub backup: bool,
-    /// Health as checks see it, and slow start.
-    pub condition: Condition,
+    /// Health as checks see it, and slow start (kept across reloads).
+    pub condition: Arc<Condition>,
+    /// Counters and the drain signal (kept across reloads).
+    live: Arc<Live>,
+}
+
+/// The state of a server that outlives any one config.
+#[derive(Debug, Default)]
+struct Live {
     /// Requests in flight (head sent, response not finished).
     active: AtomicUsize,
     /// Open upgraded tunnels (WebSockets).
     tunnels: AtomicUsize,
     /// Requests ever sent here, for status and tests.
     total: AtomicU64,
+    /// Removed from the config by a reload.
+    draining: AtomicBool,
+    /// Cancelled when a draining server's tunnels must close.
+    closed: CancellationToken,
 }
 
 impl Backend {
     /// A backend with no health checks, passive checks or slow start.
     pub fn new(cfg: &ServerConfig) -> Backend {
-        let off = Passive { max_fails: 0, fail_timeout: std::time::Duration::ZERO };
-        Backend::with_condition(cfg, Condition::new(off, None, true))
+        let off = Passive {
+            max_fails: 0,
+            fail_timeout: std::time::Duration::ZERO,
+        };
+        Backend::build(
+            cfg,
+            Arc::new(Condition::new(off, None, true)),
+            Arc::default(),
+        )
     }
 
     /// A server of `up`, with that upstream's passive checks and slow start.
-    pub fn for_upstream(cfg: &ServerConfig, up: &UpstreamConfig) -> Backend {
-        let start_up = up.check.as_ref().is_none_or(|c| c.start_up);
-        Backend::with_condition(cfg, Condition::new(up.passive, up.slow_start, start_up))
+    /// With `previous` (the same server in the config being replaced), the
+    /// live state carries over and only the settings change.
+    pub fn for_upstream(
+        cfg: &ServerConfig,
+        up: &UpstreamConfig,
+        previous: Option<&Backend>,
+    ) -> Backend {
+        match previous {
+            Some(p) => {
+                p.condition.reconfigure(up.passive, up.slow_start);
+                Backend::build(cfg, p.condition.clone(), p.live.clone())
+            }
+            None => {
+                let start_up = up.check.as_ref().is_none_or(|c| c.start_up);
+                let condition = Condition::new(up.passive, up.slow_start, start_up);
+                Backend::build(cfg, Arc::new(condition), Arc::default())
+            }
+        }
     }
 
-    fn with_condition(cfg: &ServerConfig, condition: Condition) -> Backend {
+    fn build(cfg: &ServerConfig, condition: Arc<Condition>, live: Arc<Live>) -> Backend {
         Backend {
             condition,
+            live,
             id: cfg.id.clone(),
             addr: cfg.addr,
             weight: cfg.weight,
             max_conns: cfg.max_conns,
             backup: cfg.backup,
-            active: AtomicUsize::new(0),
-            tunnels: AtomicUsize::new(0),
-            total: AtomicU64::new(0),
         }
     }
 
+    /// Whether `other` is this same server in another config generation.
+    pub fn same_server(&self, other: &Backend) -> bool {
+        Arc::ptr_eq(&self.live, &other.live)
+    }
+
+    /// Marks the server as removed: it takes no new requests (it is no longer
+    /// in any snapshot) and its tunnels close on [`Backend::close_tunnels`].
+    pub fn start_draining(&self) {
+        self.live.draining.store(true, Ordering::Release);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.live.draining.load(Ordering::Acquire)
+    }
+
+    /// Ends the tunnels of a draining server (its grace period is over).
+    pub fn close_tunnels(&self) {
+        self.live.closed.cancel();
+    }
+
+    /// Resolves when the server's tunnels must close.
+    pub fn tunnels_closed(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.live.closed.clone().cancelled_owned()
+    }
+
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.live.active.load(Ordering::Relaxed)
     }
 
     pub fn tunnels(&self) -> usize {
-        self.tunnels.load(Ordering::Relaxed)
+        self.live.tunnels.load(Ordering::Relaxed)
     }
 
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
+        self.live.total.load(Ordering::Relaxed)
     }
 
     /// Weight to balance with now: the configured weight in thousandths,
@@ -94,8 +159,8 @@ impl Backend {
 
     /// Counts one request in flight until the guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> Active {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
+        self.live.active.fetch_add(1, Ordering::Relaxed);
+        self.live.total.fetch_add(1, Ordering::Relaxed);
         Active(self.clone())
     }
 
@@ -106,12 +171,13 @@ impl Backend {
         let Some(max) = self.max_conns else {
             return Some(self.start_request());
         };
-        self.active
+        self.live
+            .active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
                 (a + self.tunnels() < max).then_some(a + 1)
             })
             .ok()?;
-        self.total.fetch_add(1, Ordering::Relaxed);
+        self.live.total.fetch_add(1, Ordering::Relaxed);
         Some(Active(self.clone()))
     }
 }
@@ -130,7 +196,7 @@ impl Active {
     /// The request became a tunnel: it stops counting as a request and starts
     /// counting as a tunnel, with no moment where it counts as neither.
     pub fn into_tunnel(self) -> Tunnel {
-        self.0.tunnels.fetch_add(1, Ordering::Relaxed);
+        self.0.live.tunnels.fetch_add(1, Ordering::Relaxed);
         Tunnel(self.0.clone())
         // `self` drops here and releases the request slot.
     }
@@ -138,7 +204,7 @@ impl Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.live.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -156,7 +222,7 @@ impl Tunnel {
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
-        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.0.live.tunnels.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -120,8 +120,14 @@ impl Balancer for PowerOfTwo {
         let Some(b) = self.draw(backends, eligible, Some(a), rest) else {
             return Some(a);
         };
-        let (la, wa) = (backends[a].load() as u128, u128::from(backends[a].effective_weight()));
-        let (lb, wb) = (backends[b].load() as u128, u128::from(backends[b].effective_weight()));
+        let (la, wa) = (
+            backends[a].load() as u128,
+            u128::from(backends[a].effective_weight()),
+        );
+        let (lb, wb) = (
+            backends[b].load() as u128,
+            u128::from(backends[b].effective_weight()),
+        );
         // lb/wb < la/wa, cross-multiplied; equal loads keep the first draw.
         Some(if lb * wa < la * wb { b } else { a })
     }

@@ -46,6 +46,9 @@ pub struct ServerSection {
     /// Largest request head accepted; bigger gets 431.
     #[serde(default = "default_max_header_size")]
     pub max_header_size: Spanned<Size>,
+    /// One line per request and per closed tunnel: "off", "text" or "json".
+    #[serde(default)]
+    pub access_log: AccessLog,
     /// Idle keep-alive connections to backends kept per backend.
     #[serde(default = "default_pool_idle_per_backend")]
     pub pool_max_idle: usize,
@@ -62,6 +65,7 @@ impl Default for ServerSection {
             header_timeout: default_header_timeout(),
             tls_handshake_timeout: default_handshake_timeout(),
             max_header_size: default_max_header_size(),
+            access_log: AccessLog::default(),
             pool_max_idle: default_pool_idle_per_backend(),
             pool_idle_timeout: default_pool_idle_timeout(),
         }
@@ -87,11 +91,24 @@ fn default_pool_idle_timeout() -> Dur {
     Dur(Duration::from_secs(60))
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLog {
+    #[default]
+    Off,
+    Text,
+    Json,
+}
+
 /// `[admin]`: the operator's listener.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
     pub bind: Spanned<String>,
+    /// Bearer token required on every admin request (except `/healthz`).
+    pub token: Option<Spanned<String>>,
+    /// Name of an environment variable holding the token.
+    pub token_env: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]`.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cidr::Cidr;
-pub use file::{Balance, SameSite};
+pub use file::{AccessLog, Balance, SameSite};
 pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
 pub use tls::{TlsSettings, provider};
@@ -49,11 +49,24 @@ pub struct ServerSettings {
     pub max_header_size: usize,
     pub pool_max_idle: usize,
     pub pool_idle_timeout: Duration,
+    pub access_log: AccessLog,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminSettings {
     pub bind: SocketAddr,
+    /// When set, every admin request but `/healthz` needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token.
+        f.debug_struct("AdminSettings")
+            .field("bind", &self.bind)
+            .field("token", &self.token.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +247,7 @@ impl Validator<'_> {
             max_header_size: s.max_header_size.get_ref().0,
             pool_max_idle: s.pool_max_idle,
             pool_idle_timeout: s.pool_idle_timeout.0,
+            access_log: s.access_log,
         };
 
         let mut upstreams = BTreeMap::new();
@@ -254,7 +268,28 @@ impl Validator<'_> {
             Some(a) => {
                 let bind = self.addr(&a.bind, "admin.bind")?;
                 claim(bind, a.bind.span(), "admin.bind")?;
-                Some(AdminSettings { bind })
+                let token = match (&a.token, &a.token_env) {
+                    (Some(_), Some(e)) => {
+                        return Err(self.err(
+                            e.span(),
+                            "admin.token_env",
+                            "give `token` or `token_env`, not both",
+                        ));
+                    }
+                    (Some(t), None) => Some(t.get_ref().clone()),
+                    (None, Some(e)) => Some(std::env::var(e.get_ref()).map_err(|_| {
+                        self.err(
+                            e.span(),
+                            "admin.token_env",
+                            format!("environment variable {} is not set", e.get_ref()),
+                        )
+                    })?),
+                    (None, None) => None,
+                };
+                if let Some(t) = a.token.as_ref().filter(|t| t.get_ref().is_empty()) {
+                    return Err(self.err(t.span(), "admin.token", "must not be empty"));
+                }
+                Some(AdminSettings { bind, token })
             }
             None => None,
         };

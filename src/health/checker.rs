@@ -102,6 +102,7 @@ impl Checker {
                 _ = stop.cancelled() => return,
                 r = probe(&self.probe, self.addr, self.timeout) => r,
             };
+            self.backend.condition.record_check(&result);
             if let Some(t) = self.machine.record(result.is_ok()) {
                 self.flip(t.to, result.err());
             }

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use http_body_util::BodyExt as _;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -76,7 +76,13 @@ impl ReqBody {
             return Ok(ReqBody::Replayable(Bytes::new()));
         }
         let streamed = |head: Vec<Frame<Bytes>>, rest: Incoming| {
-            ReqBody::Streamed(Some(Prefixed { head: head.into(), rest }.boxed()))
+            ReqBody::Streamed(Some(
+                Prefixed {
+                    head: head.into(),
+                    rest,
+                }
+                .boxed(),
+            ))
         };
         if body.size_hint().lower() > max as u64 {
             return Ok(streamed(Vec::new(), body));
@@ -109,8 +115,14 @@ impl ReqBody {
     /// The body for the next attempt; `None` once a streamed body was used.
     pub fn next_attempt(&mut self) -> Option<Body> {
         match self {
-            ReqBody::Replayable(b) if b.is_empty() => Some(http_body_util::Empty::new().map_err(|e| match e {}).boxed()),
-            ReqBody::Replayable(b) => Some(http_body_util::Full::new(b.clone()).map_err(|e| match e {}).boxed()),
+            ReqBody::Replayable(b) if b.is_empty() => {
+                Some(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+            }
+            ReqBody::Replayable(b) => Some(
+                http_body_util::Full::new(b.clone())
+                    .map_err(|e| match e {})
+                    .boxed(),
+            ),
             ReqBody::Streamed(s) => s.take(),
         }
     }
@@ -126,12 +138,17 @@ impl HttpBody for Prefixed {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Some(f) = this.head.pop_front() {
             return Poll::Ready(Some(Ok(f)));
         }
-        Pin::new(&mut this.rest).poll_frame(cx).map_err(BoxError::from)
+        Pin::new(&mut this.rest)
+            .poll_frame(cx)
+            .map_err(BoxError::from)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -39,9 +39,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect(..) | ProxyError::BadResponse(..) | ProxyError::InvalidHeader(..) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Connect(..)
+            | ProxyError::BadResponse(..)
+            | ProxyError::InvalidHeader(..) => StatusCode::BAD_GATEWAY,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -122,7 +122,9 @@ impl Condition {
 fn parse_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut src = Some(e);
     while let Some(s) = src {
-        if s.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_parse() || h.is_parse_status()) {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_parse() || h.is_parse_status())
+        {
             return true;
         }
         src = s.source();

@@ -99,16 +99,20 @@ async fn attempts(
             query: client.query.as_deref(),
             headers: &mut client.parts.headers,
         };
-        let selection = match upstream.policy.select(&upstream.name, &upstream.backends, ask, &tried) {
-            Ok(s) => s,
-            Err(e) => {
-                return match last {
-                    Some(Ok((resp, sel))) => finish(shared, upstream, &mut client, resp, sel),
-                    Some(Err(prev)) => Err(prev),
-                    None => Err(e),
-                };
-            }
-        };
+        let selection =
+            match upstream
+                .policy
+                .select(&upstream.name, &upstream.backends, ask, &tried)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    return match last {
+                        Some(Ok((resp, sel))) => finish(shared, upstream, &mut client, resp, sel),
+                        Some(Err(prev)) => Err(prev),
+                        None => Err(e),
+                    };
+                }
+            };
         tried.push(selection.index);
         let backend = selection.active.backend().clone();
         let Some(attempt_body) = body.next_attempt() else {
@@ -117,7 +121,8 @@ async fn attempts(
         };
         let (req, sent) = attempt_request(&client.parts, &backend, attempt_body)?;
         let result = send(upstream, &backend, req, sent).await;
-        let more = body.replayable() && more_allowed(retry, tried.len(), started, upstream.backends.len());
+        let more =
+            body.replayable() && more_allowed(retry, tried.len(), started, upstream.backends.len());
         match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -135,7 +140,9 @@ async fn attempts(
             Err(e) => {
                 backend.condition.record_failure();
                 let listed = e.condition().is_some_and(|c| retry_listed(retry, c));
-                let method_ok = idempotent || retry.non_idempotent || e.condition().is_some_and(Condition::unsent);
+                let method_ok = idempotent
+                    || retry.non_idempotent
+                    || e.condition().is_some_and(Condition::unsent);
                 if !(listed && more && method_ok) {
                     return Err(e);
                 }
@@ -163,13 +170,23 @@ fn more_allowed(retry: &RetryConfig, attempts: usize, started: Instant, servers:
 }
 
 /// Header rules applied once, before the first attempt.
-fn rewrite_headers(parts: &mut Parts, conn: &ConnInfo, routes: &ListenerRoutes, upgrade: Option<http::HeaderValue>) {
+fn rewrite_headers(
+    parts: &mut Parts,
+    conn: &ConnInfo,
+    routes: &ListenerRoutes,
+    upgrade: Option<http::HeaderValue>,
+) {
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(proto) = upgrade {
         headers::keep_upgrade(&mut parts.headers, proto);
     }
-    headers::set_forwarded(&mut parts.headers, conn.peer, conn.tls, &routes.trusted_proxies);
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer,
+        conn.tls,
+        &routes.trusted_proxies,
+    );
 }
 
 /// The request for one attempt on `backend`, and a receiver that fires when
@@ -201,7 +218,9 @@ fn finish(
     mut resp: Response<Incoming>,
     selection: Selection,
 ) -> Result<Response<Body>, ProxyError> {
-    let Selection { active, set_cookie, .. } = selection;
+    let Selection {
+        active, set_cookie, ..
+    } = selection;
     let addr = active.backend().addr;
     if let Some(c) = set_cookie.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -212,21 +231,38 @@ fn finish(
         let body = HoldUntilEnd::new(body.map_err(BoxError::from).boxed(), active);
         return Ok(Response::from_parts(parts, body.boxed()));
     }
-    let (Some(offered), Some(client_upgrade)) = (client.offered.as_ref(), client.upgrade.take()) else {
-        return Err(ProxyError::BadResponse(addr, "101 to a request that did not ask to upgrade".into()));
+    let (Some(offered), Some(client_upgrade)) = (client.offered.as_ref(), client.upgrade.take())
+    else {
+        return Err(ProxyError::BadResponse(
+            addr,
+            "101 to a request that did not ask to upgrade".into(),
+        ));
     };
     if !headers::upgrade_matches(offered, resp.headers().get(header::UPGRADE)) {
-        return Err(ProxyError::BadResponse(addr, "101 with an Upgrade the client did not offer".into()));
+        return Err(ProxyError::BadResponse(
+            addr,
+            "101 with an Upgrade the client did not offer".into(),
+        ));
     }
     let backend_upgrade = hyper::upgrade::on(&mut resp);
-    spawn_tunnel(shared, upstream, active, client_upgrade, backend_upgrade, client.conn.peer);
+    spawn_tunnel(
+        shared,
+        upstream,
+        active,
+        client_upgrade,
+        backend_upgrade,
+        client.conn.peer,
+    );
     let (mut parts, _) = resp.into_parts();
     let proto = parts.headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(p) = proto {
         headers::keep_upgrade(&mut parts.headers, p);
     }
-    Ok(Response::from_parts(parts, http_body_util::Empty::new().map_err(|e| match e {}).boxed()))
+    Ok(Response::from_parts(
+        parts,
+        http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
+    ))
 }
 
 /// Sends the request; the `read` timeout runs from the moment the request body

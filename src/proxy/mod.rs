@@ -31,7 +31,6 @@ pub use body::{Body, BoxError, HoldUntilEnd};
 pub use error::ProxyError;
 pub use upstream::{ListenerRoutes, Snapshot, Upstream};
 
-
 /// State shared by every connection of every listener.
 #[derive(Debug)]
 pub struct Shared {
@@ -41,6 +40,9 @@ pub struct Shared {
     pub tunnels: TaskTracker,
     /// Cancelled when tunnels must close (end of the grace period).
     pub hard_stop: CancellationToken,
+    /// Servers removed by a reload whose tunnels are still open:
+    /// `(upstream, server)`. Pruned as they empty.
+    pub draining: std::sync::Mutex<Vec<(String, Arc<crate::backend::Backend>)>>,
 }
 
 /// Facts about the client connection a request arrived on.
@@ -77,4 +79,3 @@ pub async fn handle(
         }
     }
 }
-

@@ -138,7 +138,9 @@ impl Policy {
                 sticky::strip_from_request(ask.headers, &c.name);
             }
             let pinned = pinned.filter(|i| !tried.contains(i) && backends[*i].condition.usable());
-            if let Some((i, active)) = pinned.and_then(|i| Some((i, backends[i].try_start_request()?))) {
+            if let Some((i, active)) =
+                pinned.and_then(|i| Some((i, backends[i].try_start_request()?)))
+            {
                 return Ok(Selection {
                     index: i,
                     active,
@@ -175,7 +177,10 @@ impl Policy {
         let none_up = backends.iter().all(|b| !b.condition.usable());
         if none_up && self.all_down == AllDown::Serve {
             if !self.all_down_logged.swap(true, Ordering::Relaxed) {
-                error!(upstream, "every server is down; serving through them anyway (all_down = \"serve\")");
+                error!(
+                    upstream,
+                    "every server is down; serving through them anyway (all_down = \"serve\")"
+                );
             }
             if let Some(found) = self.tiers(backends, ask, tried, false) {
                 return Ok(found);

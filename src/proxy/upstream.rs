@@ -15,13 +15,15 @@ use super::select::{Placement, Policy};
 use crate::backend::Backend;
 use crate::balance::{self, Maglev};
 use crate::config::{
-    Balance, Cidr, Config, HashKey, RetryConfig, Route, ServerSettings, Sticky, Timeouts, UpstreamConfig,
+    Balance, Cidr, Config, HashKey, RetryConfig, Route, ServerSettings, Sticky, Timeouts,
+    UpstreamConfig,
 };
 
 /// One upstream, ready to take requests.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
+    pub balance: Balance,
     pub backends: Vec<Arc<Backend>>,
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
@@ -36,7 +38,7 @@ impl Upstream {
         let backends: Vec<Arc<Backend>> = cfg
             .servers
             .iter()
-            .map(|s| Arc::new(Backend::for_upstream(s, cfg)))
+            .map(|s| Arc::new(Backend::for_upstream(s, cfg, None)))
             .collect();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.timeouts.connect));
@@ -66,6 +68,7 @@ impl Upstream {
             .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
         Ok(Upstream {
             name: cfg.name.clone(),
+            balance: cfg.balance,
             policy,
             backends,
             timeouts: cfg.timeouts,
