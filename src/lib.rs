@@ -8,7 +8,8 @@
 //! self-contained setup behind `latch demo`. Dependencies point one way:
 //! config → backend → balance → proxy → listener/admin → here.
 //!
-//! [`start`] binds everything and returns a [`Handle`] to stop it.
+//! [`start`] binds everything and returns a [`Handle`] to reload or stop it;
+//! `reload` swaps in a new config without dropping a connection.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -19,10 +20,11 @@ pub mod demo;
 pub mod health;
 pub mod listener;
 pub mod proxy;
+mod reload;
 pub mod sticky;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -33,6 +35,7 @@ use tracing::{info, warn};
 
 pub use config::{Config, ConfigError};
 use proxy::{Shared, Snapshot};
+pub use reload::ReloadError;
 
 /// Why latch could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,50 +55,41 @@ pub enum StartError {
     Upstream(String),
 }
 
-/// A running latch: its bound addresses, and the way to stop it.
+/// A running latch: its bound addresses, and the way to reload or stop it.
+/// Cloning gives another handle to the same instance.
+#[derive(Clone)]
 pub struct Handle {
-    listeners: Vec<SocketAddr>,
-    admin: Option<SocketAddr>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     shared: Arc<Shared>,
-    grace: Duration,
+    admin: Option<SocketAddr>,
+    /// Parent of every listener's and checker's stop token.
     stop_accepting: CancellationToken,
+    /// Cancelled to ask open connections to finish their request and close.
     drain: CancellationToken,
+    /// Accept loops, connections, checkers, drain timers.
     conns: TaskTracker,
+    /// The config in force and what runs for it; reloads take turns here.
+    generation: Mutex<reload::Generation>,
 }
 
 /// Binds every listener (and the admin listener) of `config` and starts serving.
 pub async fn start(config: Config) -> Result<Handle, StartError> {
+    let stop_accepting = CancellationToken::new();
+    let conns = TaskTracker::new();
+    // Bind everything before serving anything, so a failure leaves nothing running.
+    let bound = reload::bind_all(&config, &[])?;
+    let ids: Vec<u64> = bound.iter().map(|b| b.id).collect();
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(Snapshot::new(&config).map_err(StartError::Upstream)?),
+        snapshot: ArcSwap::from_pointee(
+            Snapshot::build(&config, &ids, None).map_err(StartError::Upstream)?,
+        ),
         tunnels: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
         draining: Default::default(),
     });
-    let stop_accepting = CancellationToken::new();
-    let drain = CancellationToken::new();
-    let conns = TaskTracker::new();
-
-    // Bind everything before serving anything, so a failure leaves nothing running.
-    let mut bound = Vec::new();
-    for l in &config.listeners {
-        let tcp = TcpListener::bind(l.bind)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "listener",
-                addr: l.bind,
-                source,
-            })?;
-        let tls = match &l.tls {
-            Some(t) => Some(
-                listener::tls::acceptor(t).map_err(|source| StartError::Tls {
-                    addr: l.bind,
-                    source,
-                })?,
-            ),
-            None => None,
-        };
-        bound.push((tcp, tls));
-    }
     let admin = match &config.admin {
         Some(a) => Some(
             TcpListener::bind(a.bind)
@@ -108,97 +102,89 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         ),
         None => None,
     };
-
-    // Active health checks: one task per backend, stopped with the listeners.
-    let snapshot = shared.snapshot.load();
-    for (name, up) in &config.upstreams {
-        if let (Some(check), Some(rt)) = (&up.check, snapshot.upstreams.get(name)) {
-            health::spawn_checkers(name, &rt.backends, check, &stop_accepting, &conns);
-        }
-    }
-
-    let mut addrs = Vec::new();
-    for (index, (tcp, tls)) in bound.into_iter().enumerate() {
-        let addr = tcp.local_addr().map_err(|source| StartError::Bind {
-            what: "listener",
-            addr: config.listeners[index].bind,
-            source,
-        })?;
-        info!(%addr, tls = tls.is_some(), "listening");
-        addrs.push(addr);
-        let accept = listener::Accept {
-            index,
-            listener: tcp,
-            tls,
-            shared: shared.clone(),
-            server: config.server.clone(),
-            stop_accepting: stop_accepting.clone(),
-            drain: drain.clone(),
-            conns: conns.clone(),
-        };
-        conns.spawn(accept.run());
-    }
-    let admin_addr = match admin {
-        Some(tcp) => {
-            let addr = tcp.local_addr().ok();
-            info!(addr = ?addr, "admin listening");
-            conns.spawn(admin::serve(tcp, stop_accepting.clone(), conns.clone()));
-            addr
-        }
-        None => None,
-    };
-
-    Ok(Handle {
-        listeners: addrs,
-        admin: admin_addr,
+    let admin_addr = admin.as_ref().and_then(|tcp| tcp.local_addr().ok());
+    let inner = Arc::new(Inner {
         shared,
-        grace: config.server.grace,
-        stop_accepting,
-        drain,
-        conns,
-    })
+        admin: admin_addr,
+        stop_accepting: stop_accepting.clone(),
+        drain: CancellationToken::new(),
+        conns: conns.clone(),
+        generation: Mutex::new(reload::Generation::empty(
+            config.clone(),
+            stop_accepting.child_token(),
+        )),
+    });
+    inner.commit(config, bound, Vec::new());
+    if let Some(tcp) = admin {
+        info!(addr = ?admin_addr, "admin listening");
+        conns.spawn(admin::serve(tcp, stop_accepting.clone(), conns.clone()));
+    }
+    Ok(Handle { inner })
 }
 
 impl Handle {
-    /// Bound address of each `[[listener]]`, in config order.
+    /// Bound address of each `[[listener]]` of the config in force, in order.
     pub fn listener_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.clone()
+        self.inner
+            .generation()
+            .listeners
+            .iter()
+            .map(|l| l.addr)
+            .collect()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
+        self.inner.admin
     }
 
     /// The routable state now in force (upstreams and their backends).
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.shared.snapshot.load_full()
+        self.inner.shared.snapshot.load_full()
+    }
+
+    /// Swaps in `config` without dropping anything in flight: servers that
+    /// stay keep their counts, health and slow start; removed servers drain;
+    /// unchanged listeners keep their sockets, new ones are bound, removed
+    /// ones stop accepting. On error nothing changes.
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        self.inner.reload(config)
+    }
+
+    /// Re-reads the file the running config came from and reloads it. A file
+    /// that fails validation is refused with the same message as `latch check`.
+    pub fn reload_file(&self) -> Result<(), ReloadError> {
+        let path = self.inner.generation().config.source.clone();
+        let config = Config::load(&path).map_err(ReloadError::Config)?;
+        self.reload(config)
     }
 
     /// Graceful stop: stop accepting, let in-flight requests finish and tunnels
     /// run for up to `grace`, then close whatever is left.
     pub async fn shutdown(self) {
-        self.shutdown_within(self.grace).await
+        let grace = self.inner.generation().config.server.grace;
+        self.shutdown_within(grace).await
     }
 
     /// Like [`Handle::shutdown`] with an explicit grace period.
     pub async fn shutdown_within(&self, grace: Duration) {
-        self.stop_accepting.cancel();
-        self.drain.cancel();
-        self.conns.close();
-        self.shared.tunnels.close();
+        let i = &self.inner;
+        i.stop_accepting.cancel();
+        i.drain.cancel();
+        i.conns.close();
+        i.shared.tunnels.close();
         let everything = async {
-            self.conns.wait().await;
-            self.shared.tunnels.wait().await;
+            i.conns.wait().await;
+            i.shared.tunnels.wait().await;
         };
         if tokio::time::timeout(grace, everything).await.is_err() {
             warn!(
-                tunnels = self.shared.tunnels.len(),
-                connections = self.conns.len(),
+                tunnels = i.shared.tunnels.len(),
+                connections = i.conns.len(),
                 "grace period over; closing what is left"
             );
-            self.shared.hard_stop.cancel();
-            self.conns.wait().await;
-            self.shared.tunnels.wait().await;
+            i.shared.hard_stop.cancel();
+            i.conns.wait().await;
+            i.shared.tunnels.wait().await;
         }
     }
 }

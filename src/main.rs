@@ -103,7 +103,10 @@ async fn run(cfg: Config) -> ExitCode {
     let grace = cfg.server.grace;
     match latch::start(cfg).await {
         Ok(handle) => {
-            wait_for_stop().await;
+            tokio::select! {
+                _ = wait_for_stop() => {}
+                _ = reload_on_hangup(&handle) => {}
+            }
             info!(?grace, "stopping: draining connections");
             tokio::select! {
                 _ = handle.shutdown() => { info!("stopped"); ExitCode::SUCCESS }
@@ -142,6 +145,25 @@ async fn demo(https: SocketAddr, http: SocketAddr) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reloads the config file on every SIGHUP; never returns.
+async fn reload_on_hangup(handle: &latch::Handle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                info!("SIGHUP: reloading the config file");
+                if let Err(e) = handle.reload_file() {
+                    error!("reload refused, the running config stays: {e}");
+                }
+            }
+        }
+    }
+    #[cfg(unix)]
+    let _ = handle;
+    std::future::pending::<()>().await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -25,13 +25,17 @@ use tracing::{debug, warn};
 use crate::config::ServerSettings;
 use crate::proxy::{self, ConnInfo, Shared};
 
+/// A listener's TLS setup, replaceable by a reload (new handshakes use the
+/// new certificates; established connections keep theirs).
+pub type TlsSlot = Arc<arc_swap::ArcSwapOption<TlsAcceptor>>;
+
 /// Everything an accept loop needs.
 pub struct Accept {
-    pub index: usize,
+    /// Stable across reloads; names this listener's routes in the snapshot.
+    pub id: u64,
     pub listener: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: TlsSlot,
     pub shared: Arc<Shared>,
-    pub server: ServerSettings,
     /// Cancelled to stop accepting.
     pub stop_accepting: CancellationToken,
     /// Cancelled to ask open connections to finish their request and close.
@@ -46,20 +50,18 @@ impl Accept {
         // closes (and the port refuses new clients) the moment this loop ends,
         // not when the last connection does.
         let Accept {
-            index,
+            id,
             listener,
             tls,
             shared,
-            server,
             stop_accepting,
             drain,
             conns,
         } = self;
         let ctx = Arc::new(ConnCtx {
-            index,
+            id,
             tls,
             shared,
-            server,
             drain,
         });
         loop {
@@ -84,38 +86,42 @@ impl Accept {
 
 /// What each connection task of a listener shares.
 struct ConnCtx {
-    index: usize,
-    tls: Option<TlsAcceptor>,
+    id: u64,
+    tls: TlsSlot,
     shared: Arc<Shared>,
-    server: ServerSettings,
     drain: CancellationToken,
 }
 
 impl ConnCtx {
     async fn connection(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        // Settings and certificates as of this connection's arrival.
+        let server = self.shared.snapshot.load().server.clone();
+        let acceptor = self.tls.load_full();
         let info = Arc::new(ConnInfo {
-            listener: self.index,
+            listener: self.id,
             peer,
-            tls: self.tls.is_some(),
+            tls: acceptor.is_some(),
         });
-        match &self.tls {
-            None => self.serve(stream, info).await,
+        match acceptor {
+            None => self.serve(stream, info, &server).await,
             Some(acceptor) => {
-                let handshake = tokio::time::timeout(
-                    self.server.tls_handshake_timeout,
-                    acceptor.accept(stream),
-                );
+                let handshake =
+                    tokio::time::timeout(server.tls_handshake_timeout, acceptor.accept(stream));
                 match handshake.await {
-                    Ok(Ok(tls)) => self.serve(tls, info).await,
-                    Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    Ok(Ok(tls)) => self.serve(tls, info, &server).await,
+                    Ok(Err(e)) => {
+                        debug!(%peer, "TLS handshake failed: {e}");
+                    }
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
+                    }
                 }
             }
         }
     }
 
-    async fn serve<I>(&self, io: I, info: Arc<ConnInfo>)
+    async fn serve<I>(&self, io: I, info: Arc<ConnInfo>, server: &ServerSettings)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -124,8 +130,8 @@ impl ConnCtx {
         let svc = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.server.header_timeout)
-            .max_buf_size(self.server.max_header_size)
+            .header_read_timeout(server.header_timeout)
+            .max_buf_size(server.max_header_size)
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
         tokio::pin!(conn);

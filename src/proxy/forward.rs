@@ -53,7 +53,7 @@ pub(super) async fn forward(
     let path = req.uri().path().to_owned();
     let routes = snap
         .listeners
-        .get(conn.listener)
+        .get(&conn.listener)
         .ok_or(ProxyError::BadRequest("listener gone"))?;
     let upstream = routes
         .find(&host, &path)
@@ -308,9 +308,14 @@ fn spawn_tunnel(
             }
         };
         let started = tokio::time::Instant::now();
-        let moved = tunnel::run(TokioIo::new(c), TokioIo::new(b), idle, stop).await;
+        let closed = guard.backend().tunnels_closed();
+        let (moved, why) = tokio::select! {
+            m = tunnel::run(TokioIo::new(c), TokioIo::new(b), idle, stop) => (m, "closed"),
+            // The server was removed by a reload and its grace ran out.
+            _ = closed => (tunnel::Moved::default(), "closed: server removed, grace over"),
+        };
         info!(%peer, %upstream, backend = %addr, to_backend = moved.to_backend, to_client = moved.to_client,
-            secs = started.elapsed().as_secs_f64(), "tunnel closed");
+            secs = started.elapsed().as_secs_f64(), "tunnel {why}");
         drop(guard);
     });
 }

@@ -48,8 +48,8 @@ pub struct Shared {
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// Index of the listener in the config.
-    pub listener: usize,
+    /// Id of the listener (stable across reloads).
+    pub listener: u64,
     pub peer: SocketAddr,
     pub tls: bool,
 }

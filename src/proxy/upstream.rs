@@ -34,11 +34,24 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, server: &ServerSettings) -> Result<Upstream, String> {
+    /// Builds the upstream; servers that were in `previous` (same id and
+    /// address) keep their live state.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        server: &ServerSettings,
+        previous: Option<&Upstream>,
+    ) -> Result<Upstream, String> {
+        let before = |s: &crate::config::ServerConfig| {
+            previous?
+                .backends
+                .iter()
+                .find(|b| b.id == s.id && b.addr == s.addr)
+                .map(|b| b.as_ref())
+        };
         let backends: Vec<Arc<Backend>> = cfg
             .servers
             .iter()
-            .map(|s| Arc::new(Backend::for_upstream(s, cfg, None)))
+            .map(|s| Arc::new(Backend::for_upstream(s, cfg, before(s))))
             .collect();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.timeouts.connect));
@@ -109,30 +122,61 @@ impl ListenerRoutes {
 #[derive(Debug)]
 pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<Upstream>>,
-    /// Indexed like `Config::listeners`.
-    pub listeners: Vec<Arc<ListenerRoutes>>,
+    /// Routes by listener id (ids are stable across reloads).
+    pub listeners: HashMap<u64, Arc<ListenerRoutes>>,
+    /// Settings read when a connection arrives.
+    pub server: ServerSettings,
 }
 
 impl Snapshot {
-    pub fn new(config: &Config) -> Result<Snapshot, String> {
+    /// The snapshot for `config`; `listener_ids[i]` is the id of
+    /// `config.listeners[i]`. Servers that were in `previous` keep their state.
+    pub fn build(
+        config: &Config,
+        listener_ids: &[u64],
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
         let mut upstreams = HashMap::new();
         for (name, u) in &config.upstreams {
-            upstreams.insert(name.clone(), Arc::new(Upstream::new(u, &config.server)?));
+            let before = previous
+                .and_then(|p| p.upstreams.get(name))
+                .map(|u| u.as_ref());
+            upstreams.insert(
+                name.clone(),
+                Arc::new(Upstream::new(u, &config.server, before)?),
+            );
         }
         let listeners = config
             .listeners
             .iter()
-            .map(|l| {
-                Arc::new(ListenerRoutes {
+            .zip(listener_ids)
+            .map(|(l, id)| {
+                let routes = ListenerRoutes {
                     routes: l.routes.clone(),
                     trusted_proxies: l.trusted_proxies.clone(),
-                })
+                };
+                (*id, Arc::new(routes))
             })
             .collect();
         Ok(Snapshot {
             upstreams,
             listeners,
+            server: config.server.clone(),
         })
+    }
+
+    /// Servers of `self` that `next` no longer has.
+    pub fn removed_in(&self, next: &Snapshot) -> Vec<(String, Arc<Backend>)> {
+        let mut gone = Vec::new();
+        for (name, up) in &self.upstreams {
+            let kept = next.upstreams.get(name);
+            for b in &up.backends {
+                if !kept.is_some_and(|k| k.backends.iter().any(|n| n.same_server(b))) {
+                    gone.push((name.clone(), b.clone()));
+                }
+            }
+        }
+        gone
     }
 }
 
