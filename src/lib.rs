@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 mod reload;
 pub mod sticky;
@@ -89,6 +90,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         tunnels: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
         draining: Default::default(),
+        metrics: Arc::new(metrics::Metrics::new()),
     });
     let admin = match &config.admin {
         Some(a) => Some(
@@ -114,10 +116,19 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
             stop_accepting.child_token(),
         )),
     });
+    let admin_token = config.admin.as_ref().and_then(|a| a.token.clone());
     inner.commit(config, bound, Vec::new());
     if let Some(tcp) = admin {
         info!(addr = ?admin_addr, "admin listening");
-        conns.spawn(admin::serve(tcp, stop_accepting.clone(), conns.clone()));
+        let state = admin::AdminState {
+            shared: inner.shared.clone(),
+            metrics: inner.shared.metrics.clone(),
+            token: admin_token,
+            reload: None,
+            started: std::time::Instant::now(),
+        };
+        let serve = admin::serve(tcp, Arc::new(state), stop_accepting.clone(), conns.clone());
+        conns.spawn(serve);
     }
     Ok(Handle { inner })
 }

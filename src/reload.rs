@@ -138,6 +138,12 @@ impl Inner {
     }
 
     pub(crate) fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let outcome = self.try_reload(config);
+        self.shared.metrics.reload(outcome.is_ok());
+        outcome
+    }
+
+    fn try_reload(&self, config: Config) -> Result<(), ReloadError> {
         let current = self.generation();
         let bound = bind_all(&config, &current.listeners)?;
         let ids: Vec<u64> = bound.iter().map(|b| b.id).collect();
@@ -185,7 +191,15 @@ impl Inner {
         let snapshot = self.shared.snapshot.load();
         for (name, up) in &config.upstreams {
             if let (Some(check), Some(rt)) = (&up.check, snapshot.upstreams.get(name)) {
-                health::spawn_checkers(name, &rt.backends, check, &current.checks, &self.conns);
+                let metrics = self.shared.metrics.clone();
+                health::spawn_checkers(
+                    name,
+                    &rt.backends,
+                    check,
+                    metrics,
+                    &current.checks,
+                    &self.conns,
+                );
             }
         }
         self.drain_removed(removed, config.server.grace);

@@ -15,12 +15,14 @@ use tracing::{error, info, warn};
 use super::{Health, HttpProbe, Probe, RiseFall, probe};
 use crate::backend::Backend;
 use crate::config::{CheckConfig, CheckKind};
+use crate::metrics::Metrics;
 
 /// Starts one checker per backend of an upstream; they stop on `stop`.
 pub fn spawn_all(
     upstream: &str,
     backends: &[Arc<Backend>],
     check: &CheckConfig,
+    metrics: Arc<Metrics>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) {
@@ -47,6 +49,7 @@ pub fn spawn_all(
             ),
             jitter: RandomState::new(),
             seq: i as u64,
+            metrics: metrics.clone(),
         };
         tasks.spawn(job.run(stop.clone()));
     }
@@ -86,6 +89,7 @@ struct Checker {
     /// Randomness for jitter (seeded by the OS, per checker).
     jitter: RandomState,
     seq: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Checker {
@@ -98,10 +102,13 @@ impl Checker {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
+            let started = std::time::Instant::now();
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
                 r = probe(&self.probe, self.addr, self.timeout) => r,
             };
+            self.metrics
+                .check(&self.upstream, result.is_ok(), started.elapsed());
             self.backend.condition.record_check(&result);
             if let Some(t) = self.machine.record(result.is_ok()) {
                 self.flip(t.to, result.err());

@@ -111,9 +111,11 @@ impl ConnCtx {
                 match handshake.await {
                     Ok(Ok(tls)) => self.serve(tls, info, &server).await,
                     Ok(Err(e)) => {
+                        self.shared.metrics.tls_handshake_failure();
                         debug!(%peer, "TLS handshake failed: {e}");
                     }
                     Err(_) => {
+                        self.shared.metrics.tls_handshake_failure();
                         debug!(%peer, "TLS handshake timed out");
                     }
                 }

@@ -155,3 +155,68 @@ impl HttpBody for Prefixed {
         self.head.is_empty() && self.rest.is_end_stream()
     }
 }
+
+// === impl Observed ===
+
+/// `inner`, counting the data bytes it yields and calling `done(bytes)` once:
+/// at the end of the stream, on an error, or when dropped early (the client
+/// went away). Used for the access log.
+pub struct Observed {
+    inner: Body,
+    bytes: u64,
+    done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+}
+
+impl Observed {
+    pub fn new(inner: Body, done: impl FnOnce(u64) + Send + Sync + 'static) -> Self {
+        Observed {
+            inner,
+            bytes: 0,
+            done: Some(Box::new(done)),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.bytes);
+        }
+    }
+}
+
+impl HttpBody for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                this.bytes += f.data_ref().map_or(0, |d| d.len() as u64);
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(_) => this.finish(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

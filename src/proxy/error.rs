@@ -113,6 +113,15 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The `retry.on` word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::ConnectError | Condition::Error => "error",
+            Condition::ConnectTimeout | Condition::Timeout => "timeout",
+            Condition::InvalidHeader => "invalid_header",
+        }
+    }
+
     /// Whether the request never reached the backend.
     pub fn unsent(self) -> bool {
         matches!(self, Condition::ConnectError | Condition::ConnectTimeout)

@@ -135,6 +135,9 @@ async fn attempts(
                     return finish(shared, upstream, &mut client, resp, selection);
                 }
                 warn!(peer = %client.conn.peer, backend = %backend.addr, status, "retrying on the next server");
+                shared
+                    .metrics
+                    .retry(&upstream.name, &format!("http_{status}"));
                 last = Some(Ok((resp, selection)));
             }
             Err(e) => {
@@ -147,6 +150,9 @@ async fn attempts(
                     return Err(e);
                 }
                 warn!(peer = %client.conn.peer, "{e}; retrying on the next server");
+                if let Some(c) = e.condition() {
+                    shared.metrics.retry(&upstream.name, c.name());
+                }
                 last = Some(Err(e));
             }
         }
@@ -225,6 +231,10 @@ fn finish(
     if let Some(c) = set_cookie.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
+    resp.extensions_mut().insert(super::access::Served {
+        upstream: upstream.name.clone(),
+        backend: addr,
+    });
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);

@@ -8,6 +8,7 @@
 //! rewrites headers, `body.rs` the body types, `error.rs` maps failures to
 //! statuses, `tunnel.rs` copies upgraded bytes.
 
+pub mod access;
 mod body;
 mod error;
 mod forward;
@@ -22,12 +23,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-pub use body::{Body, BoxError, HoldUntilEnd};
+pub use body::{Body, BoxError, HoldUntilEnd, Observed};
 pub use error::ProxyError;
 pub use upstream::{ListenerRoutes, Snapshot, Upstream};
 
@@ -43,6 +45,7 @@ pub struct Shared {
     /// Servers removed by a reload whose tunnels are still open:
     /// `(upstream, server)`. Pruned as they empty.
     pub draining: std::sync::Mutex<Vec<(String, Arc<crate::backend::Backend>)>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Facts about the client connection a request arrived on.
@@ -60,22 +63,49 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = std::time::Instant::now();
     let snapshot = shared.snapshot.load_full();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    match forward::forward(&shared, &snapshot, &conn, req).await {
-        Ok(resp) => {
-            debug!(peer = %conn.peer, %method, %path, status = resp.status().as_u16(), "proxied");
-            Ok(resp)
-        }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let resp = match forward::forward(&shared, &snapshot, &conn, req).await {
+        Ok(resp) => resp,
         Err(e) => {
-            let status = e.status();
-            if status.is_server_error() {
-                warn!(peer = %conn.peer, %method, %path, status = status.as_u16(), "{e}");
+            let status = e.status().as_u16();
+            if e.status().is_server_error() {
+                warn!(peer = %conn.peer, %method, %target, status, "{e}");
             } else {
-                debug!(peer = %conn.peer, %method, %path, status = status.as_u16(), "{e}");
+                debug!(peer = %conn.peer, %method, %target, status, "{e}");
             }
-            Ok(e.response())
+            e.response()
         }
+    };
+    let served = resp.extensions().get::<access::Served>().cloned();
+    let (upstream, server) = match &served {
+        Some(s) => (s.upstream.as_str(), s.backend.to_string()),
+        None => ("", String::new()),
+    };
+    shared
+        .metrics
+        .request(upstream, &server, resp.status().as_u16(), started.elapsed());
+    let format = snapshot.server.access_log;
+    // Tunnels log their own line when they close.
+    if format == crate::config::AccessLog::Off
+        || resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        return Ok(resp);
     }
+    let entry = access::Entry {
+        format,
+        peer: conn.peer,
+        method,
+        target,
+        status: resp.status(),
+        served,
+        started,
+    };
+    Ok(resp.map(|b| Observed::new(b, move |bytes| entry.write(bytes)).boxed()))
 }

@@ -1,0 +1,232 @@
+//! What latch counts, for Prometheus: the admin listener serves it at
+//! `/metrics`.
+//!
+//! Two kinds of series. Events (requests, retries, checks, reloads, TLS
+//! failures) are counted as they happen, into prometheus-client families that
+//! live as long as the process; the proxy and the checkers call the methods
+//! of [`Metrics`] on their hot paths, where a call is a read-locked map lookup
+//! and an atomic add. The state of the pool (load, health, weight of each
+//! server) is not counted at all: it is read from the [`Shared`] state at each
+//! scrape into a fresh registry, so a server that leaves with a reload leaves
+//! `/metrics` with it instead of lingering with its last values.
+//!
+//! Series name servers by their id (the configured address unless `id` is
+//! set), so they stay the same series across reloads.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::backend::Backend;
+use crate::proxy::Shared;
+
+/// Content type of [`Metrics::encode`]'s output (OpenMetrics text, which
+/// Prometheus scrapes natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of the latency buckets: 1 ms to 30 s, about ×2.5.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    upstream: String,
+    server: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    upstream: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    upstream: String,
+    result: &'static str,
+}
+
+type Durations = Family<UpstreamLabel, Histogram, fn() -> Histogram>;
+
+fn durations() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// latch's counters and histograms; one per process, shared by reference.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Holds clones of the families below (they share their values).
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Durations,
+    retries: Family<RetryLabels, Counter>,
+    tls_failures: Counter,
+    reloads: Family<OutcomeLabel, Counter>,
+    checks: Family<CheckLabels, Counter>,
+    check_duration: Durations,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(durations),
+            retries: Family::default(),
+            tls_failures: Counter::default(),
+            reloads: Family::default(),
+            checks: Family::default(),
+            check_duration: Family::new_with_constructor(durations),
+        };
+        let mut r = Registry::default();
+        r.register(
+            "latch_requests",
+            "Proxied requests by final status class",
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            "latch_request_duration",
+            "Time from request head to response head",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
+        r.register("latch_retries", "Retried attempts", m.retries.clone());
+        r.register(
+            "latch_tls_handshake_failures",
+            "Client TLS handshakes that failed",
+            m.tls_failures.clone(),
+        );
+        r.register("latch_reloads", "Config reloads", m.reloads.clone());
+        r.register("latch_checks", "Active health probes", m.checks.clone());
+        r.register_with_unit(
+            "latch_check_duration",
+            "Time an active health probe took",
+            Unit::Seconds,
+            m.check_duration.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// One proxied request, counted once with its final answer. `server` is
+    /// the chosen server's id, or "" when none was chosen.
+    pub fn request(&self, upstream: &str, server: &str, status: u16, elapsed: Duration) {
+        let labels = RequestLabels {
+            upstream: upstream.to_owned(),
+            server: server.to_owned(),
+            class: status_class(status),
+        };
+        self.requests.get_or_create(&labels).inc();
+        let upstream = UpstreamLabel {
+            upstream: labels.upstream,
+        };
+        let histogram = self.request_duration.get_or_create(&upstream);
+        histogram.observe(elapsed.as_secs_f64());
+    }
+
+    /// One retried attempt; `reason` as in `retry.on` (error, timeout,
+    /// invalid_header, http_502, ...).
+    pub fn retry(&self, upstream: &str, reason: &str) {
+        let labels = RetryLabels {
+            upstream: upstream.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.retries.get_or_create(&labels).inc();
+    }
+
+    pub fn tls_handshake_failure(&self) {
+        self.tls_failures.inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// One active probe of a server of `upstream`.
+    pub fn check(&self, upstream: &str, ok: bool, elapsed: Duration) {
+        let labels = CheckLabels {
+            upstream: upstream.to_owned(),
+            result: if ok { "ok" } else { "fail" },
+        };
+        self.checks.get_or_create(&labels).inc();
+        let upstream = UpstreamLabel {
+            upstream: labels.upstream,
+        };
+        let histogram = self.check_duration.get_or_create(&upstream);
+        histogram.observe(elapsed.as_secs_f64());
+    }
+
+    /// The whole exposition ([`CONTENT_TYPE`]): the event series, then the
+    /// pool as `shared` holds it now.
+    pub fn encode(&self, shared: &Shared) -> String {
+        let snapshot = shared.snapshot.load_full();
+        let mut upstreams: Vec<(&str, &[Arc<Backend>])> = snapshot
+            .upstreams
+            .iter()
+            .map(|(name, up)| (name.as_str(), up.backends.as_slice()))
+            .collect();
+        upstreams.sort_by_key(|(name, _)| *name);
+        let draining = shared
+            .draining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.encode_with(&upstreams, &draining)
+    }
+
+    fn encode_with(
+        &self,
+        upstreams: &[(&str, &[Arc<Backend>])],
+        draining: &[(String, Arc<Backend>)],
+    ) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = text::encode_registry(&mut out, &self.registry);
+        let _ = text::encode_registry(&mut out, &pool::registry(upstreams, draining));
+        let _ = text::encode_eof(&mut out);
+        out
+    }
+}
+
+/// "2xx" for 200..=299 and so on; "other" outside 100..=599.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
+mod pool;
+
+pub use pool::{STATES, server_state};
+
+#[cfg(test)]
+mod tests;

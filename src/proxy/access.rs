@@ -1,0 +1,85 @@
+//! The access log: one line per request when its response has been sent
+//! (or abandoned), with the client, the request, the answer, where it went
+//! and how long it took. Tunnels log their own line when they close.
+//! `[server] access_log` picks `off`, `text` or `json`; lines go to tracing
+//! under the target `access`, so `RUST_LOG` can route or silence them.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::{Method, StatusCode};
+use tracing::info;
+
+use crate::config::AccessLog;
+
+/// Where a request was sent; attached to the response by the forwarder.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub upstream: String,
+    pub backend: SocketAddr,
+}
+
+/// One request's line, waiting for its byte count.
+pub struct Entry {
+    pub format: AccessLog,
+    pub peer: SocketAddr,
+    pub method: Method,
+    pub target: String,
+    pub status: StatusCode,
+    pub served: Option<Served>,
+    pub started: Instant,
+}
+
+impl Entry {
+    pub fn write(self, bytes: u64) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let (upstream, backend) = match &self.served {
+            Some(s) => (s.upstream.as_str(), s.backend.to_string()),
+            None => ("-", "-".to_string()),
+        };
+        match self.format {
+            AccessLog::Off => {}
+            AccessLog::Text => info!(
+                target: "access",
+                "{} \"{} {}\" {} {} {} {} {:.3}",
+                self.peer, self.method, self.target, self.status.as_u16(), bytes, upstream, backend, secs
+            ),
+            AccessLog::Json => info!(
+                target: "access",
+                "{{\"client\":{},\"method\":{},\"target\":{},\"status\":{},\"bytes\":{},\"upstream\":{},\"server\":{},\"secs\":{:.6}}}",
+                json(&self.peer.to_string()),
+                json(self.method.as_str()),
+                json(&self.target),
+                self.status.as_u16(),
+                bytes,
+                json(upstream),
+                json(&backend),
+                secs
+            ),
+        }
+    }
+}
+
+/// A JSON string literal.
+fn json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(super::json("a\"b\\c\nd"), "\"a\\\"b\\\\c\\u000ad\"");
+    }
+}
