@@ -124,13 +124,30 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
             shared: inner.shared.clone(),
             metrics: inner.shared.metrics.clone(),
             token: admin_token,
-            reload: None,
+            reload: Some(reload_fn(Arc::downgrade(&inner))),
             started: std::time::Instant::now(),
         };
         let serve = admin::serve(tcp, Arc::new(state), stop_accepting.clone(), conns.clone());
         conns.spawn(serve);
     }
     Ok(Handle { inner })
+}
+
+/// `POST /reload` for the admin listener. It holds the instance weakly, so
+/// the admin task never keeps a stopped instance alive.
+fn reload_fn(inner: std::sync::Weak<Inner>) -> admin::ReloadFn {
+    Arc::new(move || {
+        let inner = inner.clone();
+        Box::pin(async move {
+            let inner = inner
+                .upgrade()
+                .ok_or_else(|| "latch is stopping".to_string())?;
+            inner
+                .reload_file()
+                .map(|()| "reloaded\n".to_string())
+                .map_err(|e| format!("{e}\n"))
+        })
+    })
 }
 
 impl Handle {
@@ -164,9 +181,7 @@ impl Handle {
     /// Re-reads the file the running config came from and reloads it. A file
     /// that fails validation is refused with the same message as `latch check`.
     pub fn reload_file(&self) -> Result<(), ReloadError> {
-        let path = self.inner.generation().config.source.clone();
-        let config = Config::load(&path).map_err(ReloadError::Config)?;
-        self.reload(config)
+        self.inner.reload_file()
     }
 
     /// Graceful stop: stop accepting, let in-flight requests finish and tunnels

@@ -7,8 +7,9 @@
 //! of [`Metrics`] on their hot paths, where a call is a read-locked map lookup
 //! and an atomic add. The state of the pool (load, health, weight of each
 //! server) is not counted at all: it is read from the [`Shared`] state at each
-//! scrape into a fresh registry, so a server that leaves with a reload leaves
-//! `/metrics` with it instead of lingering with its last values.
+//! scrape into a fresh registry (`metrics/pool.rs`), so a server that leaves
+//! with a reload leaves `/metrics` too instead of lingering with its last
+//! values.
 //!
 //! Series name servers by their id (the configured address unless `id` is
 //! set), so they stay the same series across reloads.
@@ -128,6 +129,10 @@ impl Metrics {
             Unit::Seconds,
             m.check_duration.clone(),
         );
+        // Both outcomes exist from the start, so `rate()` sees the first one.
+        for outcome in ["ok", "error"] {
+            let _ = m.reloads.get_or_create(&OutcomeLabel { outcome });
+        }
         Metrics { registry: r, ..m }
     }
 
@@ -190,11 +195,14 @@ impl Metrics {
             .map(|(name, up)| (name.as_str(), up.backends.as_slice()))
             .collect();
         upstreams.sort_by_key(|(name, _)| *name);
-        let draining = shared
-            .draining
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        // Removed servers with tunnels left (the list is pruned at reloads only).
+        let draining: Vec<(String, Arc<Backend>)> = {
+            let list = shared
+                .draining
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            list.iter().filter(|(_, b)| b.load() > 0).cloned().collect()
+        };
         self.encode_with(&upstreams, &draining)
     }
 

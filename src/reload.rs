@@ -137,6 +137,18 @@ impl Inner {
         self.generation.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Re-reads the file the running config came from and reloads it.
+    pub(crate) fn reload_file(&self) -> Result<(), ReloadError> {
+        let path = self.generation().config.source.clone();
+        match Config::load(&path) {
+            Ok(config) => self.reload(config),
+            Err(e) => {
+                self.shared.metrics.reload(false);
+                Err(ReloadError::Config(e))
+            }
+        }
+    }
+
     pub(crate) fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let outcome = self.try_reload(config);
         self.shared.metrics.reload(outcome.is_ok());

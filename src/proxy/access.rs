@@ -16,6 +16,8 @@ use crate::config::AccessLog;
 #[derive(Debug, Clone)]
 pub struct Served {
     pub upstream: String,
+    /// The server's `id` (its address unless configured), as metrics label it.
+    pub server: String,
     pub backend: SocketAddr,
 }
 

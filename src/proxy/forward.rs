@@ -233,6 +233,7 @@ fn finish(
     }
     resp.extensions_mut().insert(super::access::Served {
         upstream: upstream.name.clone(),
+        server: active.backend().id.clone(),
         backend: addr,
     });
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {

@@ -85,12 +85,12 @@ pub async fn handle(
     };
     let served = resp.extensions().get::<access::Served>().cloned();
     let (upstream, server) = match &served {
-        Some(s) => (s.upstream.as_str(), s.backend.to_string()),
-        None => ("", String::new()),
+        Some(s) => (s.upstream.as_str(), s.server.as_str()),
+        None => ("", ""),
     };
     shared
         .metrics
-        .request(upstream, &server, resp.status().as_u16(), started.elapsed());
+        .request(upstream, server, resp.status().as_u16(), started.elapsed());
     let format = snapshot.server.access_log;
     // Tunnels log their own line when they close.
     if format == crate::config::AccessLog::Off
