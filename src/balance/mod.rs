@@ -53,3 +53,32 @@ pub fn for_config(balance: Balance, backends: &[Arc<Backend>]) -> Box<dyn Balanc
         Balance::IpHash | Balance::Hash => Box::new(Maglev::new(backends)),
     }
 }
+
+/// Pools and requests for the algorithms' unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::sync::Arc;
+
+    use super::Request;
+    use crate::backend::Backend;
+    use crate::config::ServerConfig;
+
+    /// Backends on 127.0.0.1:1000, :1001, … with these weights.
+    pub fn pool(weights: &[u32]) -> Vec<Arc<Backend>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| {
+                let addr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
+                Arc::new(Backend::new(&ServerConfig::new(addr, weight)))
+            })
+            .collect()
+    }
+
+    pub fn req() -> Request<'static> {
+        Request {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            path: "/",
+        }
+    }
+}

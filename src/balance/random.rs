@@ -137,25 +137,7 @@ impl Balancer for PowerOfTwo {
 mod tests {
     use super::*;
     use crate::backend::Active;
-    use crate::config::ServerConfig;
-
-    fn pool(weights: &[u32]) -> Vec<Arc<Backend>> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| {
-                let addr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
-                Arc::new(Backend::new(&ServerConfig::new(addr, weight)))
-            })
-            .collect()
-    }
-
-    fn req() -> Request<'static> {
-        Request {
-            client_ip: "127.0.0.1".parse().unwrap(),
-            path: "/",
-        }
-    }
+    use crate::balance::test_util::{pool, req};
 
     #[test]
     fn idle_backends_share_by_weight() {
