@@ -101,11 +101,13 @@ fn runtime(workers: usize, fut: impl std::future::Future<Output = ExitCode>) -> 
 
 async fn run(cfg: Config) -> ExitCode {
     let grace = cfg.server.grace;
+    // Installed before listening, so an early SIGHUP reloads rather than kills.
+    let hangups = hangup_signal();
     match latch::start(cfg).await {
         Ok(handle) => {
             tokio::select! {
                 _ = wait_for_stop() => {}
-                _ = reload_on_hangup(&handle) => {}
+                _ = reload_on_hangup(&handle, hangups) => {}
             }
             info!(?grace, "stopping: draining connections");
             tokio::select! {
@@ -147,22 +149,33 @@ async fn demo(https: SocketAddr, http: SocketAddr) -> ExitCode {
     }
 }
 
-/// Reloads the config file on every SIGHUP; never returns.
-async fn reload_on_hangup(handle: &latch::Handle) {
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+fn hangup_signal() -> Hangups {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            while hup.recv().await.is_some() {
-                info!("SIGHUP: reloading the config file");
-                if let Err(e) = handle.reload_file() {
-                    error!("reload refused, the running config stays: {e}");
-                }
+        signal(SignalKind::hangup()).ok()
+    }
+}
+
+/// Reloads the config file on every SIGHUP; never returns.
+#[allow(clippy::let_unit_value)]
+async fn reload_on_hangup(handle: &latch::Handle, hangups: Hangups) {
+    #[cfg(unix)]
+    if let Some(mut hup) = hangups {
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading the config file");
+            if let Err(e) = handle.reload_file() {
+                error!("reload refused, the running config stays: {e}");
             }
         }
     }
-    #[cfg(unix)]
-    let _ = handle;
+    #[cfg(not(unix))]
+    let _ = (handle, hangups);
     std::future::pending::<()>().await
 }
 

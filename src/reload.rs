@@ -262,19 +262,20 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner());
         list.retain(|(_, b)| b.load() > 0);
         for (upstream, b) in removed {
+            b.start_draining();
             if b.load() == 0 {
                 continue;
             }
             warn!(%upstream, backend = %b.addr, tunnels = b.tunnels(), ?grace, "server removed; draining");
-            b.start_draining();
             list.push((upstream, b.clone()));
-            let hard_stop = self.shared.hard_stop.clone();
-            self.conns.spawn(async move {
+            // Not tracked: a stop must not wait for this timer. When a stop
+            // begins, its own grace governs the tunnels instead.
+            let stopping = self.stop_accepting.clone();
+            tokio::spawn(async move {
                 tokio::select! {
-                    _ = tokio::time::sleep(grace) => {}
-                    _ = hard_stop.cancelled() => {}
+                    _ = tokio::time::sleep(grace) => b.close_tunnels(),
+                    _ = stopping.cancelled() => {}
                 }
-                b.close_tunnels();
             });
         }
     }

@@ -54,6 +54,7 @@ pub(super) async fn forward(
     let routes = snap
         .listeners
         .get(&conn.listener)
+        .or(conn.routes.as_ref())
         .ok_or(ProxyError::BadRequest("listener gone"))?;
     let upstream = routes
         .find(&host, &path)

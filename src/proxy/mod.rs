@@ -53,6 +53,9 @@ pub struct Shared {
 pub struct ConnInfo {
     /// Id of the listener (stable across reloads).
     pub listener: u64,
+    /// The listener's routes when the connection arrived: used only if a
+    /// reload removed the listener, so its open connections keep working.
+    pub routes: Option<Arc<ListenerRoutes>>,
     pub peer: SocketAddr,
     pub tls: bool,
 }
