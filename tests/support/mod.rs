@@ -7,6 +7,7 @@
 
 pub mod backend;
 mod backend_ws;
+pub mod faults;
 pub mod faulty;
 pub mod http_client;
 pub mod lb;
@@ -19,6 +20,11 @@ use std::time::Duration;
 
 #[allow(unused_imports)] // re-exports; each test file uses a subset
 pub use backend::{Backend, spawn_backend, spawn_tls_backend};
+#[allow(unused_imports)]
+pub use faults::{
+    Handshaker, Named, StatusServer, spawn_named, spawn_named_at, spawn_named_on, spawn_status,
+    spawn_tls_handshaker, spawn_ws_answers_200, spawn_ws_bad_accept, wait_until,
+};
 #[allow(unused_imports)]
 pub use faulty::{spawn_blackhole, spawn_garbage, spawn_refusing};
 #[allow(unused_imports)]
