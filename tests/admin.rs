@@ -399,6 +399,62 @@ async fn metrics_parse_and_match_the_pool() {
     assert_eq!(state("app", "draining"), Some(0.0));
 }
 
+/// The request counters and the latency histogram count exactly the traffic
+/// sent through latch, by upstream and status class.
+#[tokio::test]
+async fn request_metrics_count_the_traffic_sent() {
+    let p = pool("").await;
+    for _ in 0..12 {
+        let (status, _, _) = http_get(p.lb.addr(), "localhost", "/name").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for _ in 0..3 {
+        // Answered 404 by the backend itself.
+        let (status, _, _) = http_get(p.lb.addr(), "localhost", "/no-such-page").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (ws, _) = within("ws", ws_connect(p.lb.addr(), "/ws")).await;
+    drop(ws);
+    let (_, _, body) = get(p.admin(), "/metrics").await;
+    let m = parse_exposition(std::str::from_utf8(&body).expect("UTF-8"));
+    let sum = |class: &str| -> f64 {
+        m.samples
+            .iter()
+            .filter(|s| s.name == "latch_requests_total")
+            .filter(|s| s.labels.get("upstream").map(String::as_str) == Some("app"))
+            .filter(|s| s.labels.get("class").map(String::as_str) == Some(class))
+            .map(|s| s.value)
+            .sum()
+    };
+    assert_eq!(
+        (sum("2xx"), sum("4xx"), sum("1xx"), sum("5xx")),
+        (12.0, 3.0, 1.0, 0.0)
+    );
+    let count = m.value(
+        "latch_request_duration_seconds_count",
+        &[("upstream", "app")],
+    );
+    assert_eq!(count, Some(16.0));
+    // Both servers of `app` show up under their ids, splitting the 2xx.
+    let per_server: Vec<f64> = [&p.a, &p.b]
+        .iter()
+        .map(|b| {
+            let id = b.addr.to_string();
+            m.value(
+                "latch_requests_total",
+                &[
+                    ("upstream", "app"),
+                    ("server", id.as_str()),
+                    ("class", "2xx"),
+                ],
+            )
+            .unwrap_or(0.0)
+        })
+        .collect();
+    assert_eq!(per_server.iter().sum::<f64>(), 12.0, "{per_server:?}");
+    assert!(per_server.iter().all(|n| *n > 0.0), "{per_server:?}");
+}
+
 // === token ===
 
 #[tokio::test]
