@@ -1,0 +1,180 @@
+//! The `latch demo` page in a real browser: headless Chromium (the Debian
+//! package, `/usr/bin/chromium`) driven by `playwright-core` from
+//! `tests/browser/demo.js` opens the page over HTTPS and waits for its
+//! WebSocket echo and its long-poll exchange to pass.
+//!
+//! Needs `node`, `npm` and `/usr/bin/chromium` (`apt-get install -y chromium`);
+//! without them the test fails, it never skips. The npm packages are installed
+//! with `npm ci` when `tests/browser/node_modules` is missing. The screenshot is
+//! kept at `target/browser/demo.png`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Bound on `npm ci` (one small package from the registry).
+const NPM_CI_LIMIT: Duration = Duration::from_secs(300);
+/// Bound on one run of demo.js (it waits 20 s at most for the page itself).
+const DEMO_LIMIT: Duration = Duration::from_secs(90);
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// `target/browser/`, next to cargo's `target/tmp/`.
+fn artifact_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent()
+        .unwrap_or_else(|| panic!("{} has no parent", tmp.display()))
+        .join("browser")
+}
+
+/// Runs `cmd` (killed on drop) to completion within `limit`; panics with
+/// `what` if it cannot start or takes longer.
+async fn run(what: &str, cmd: &mut Command, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("{what}: {e}"),
+        Err(_) => panic!("{what}: not finished within {limit:?} (killed)"),
+    }
+}
+
+/// Fails, with how to fix it, unless `tool --version` runs.
+async fn require_tool(tool: &str, install: &str) {
+    let out = Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "`{tool} --version` failed ({}): {}\nthis test needs {tool}: {install}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("cannot run `{tool}`: {e}\nthis test needs {tool}: {install}"),
+    }
+}
+
+/// Installs the pinned npm packages unless they are there already.
+async fn ensure_node_modules(dir: &Path) {
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        return;
+    }
+    let out = run(
+        "npm ci in tests/browser",
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir),
+        NPM_CI_LIMIT,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "npm ci in {} failed ({}):\n{}\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn demo_page_passes_its_checks_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).is_file(),
+        "{CHROMIUM} is missing: this test needs Debian's Chromium \
+         (apt-get update && apt-get install -y chromium)"
+    );
+    require_tool("node", "apt-get install -y nodejs npm").await;
+    require_tool("npm", "apt-get install -y npm").await;
+    let dir = browser_dir();
+    ensure_node_modules(&dir).await;
+
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", artifacts.display()));
+    let shot = artifacts.join("demo.png");
+    match std::fs::remove_file(&shot) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("cannot remove the old {}: {e}", shot.display()),
+    }
+
+    let demo = latch::demo::start(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("the demo starts");
+    let addrs = demo.handle.listener_addrs();
+    let url = format!("https://localhost:{}/", addrs[0].port());
+
+    let out = run(
+        "node demo.js",
+        Command::new("node")
+            .arg(dir.join("demo.js"))
+            .arg(&url)
+            .arg(&shot)
+            .current_dir(&dir),
+        DEMO_LIMIT,
+    )
+    .await;
+    demo.handle.shutdown_within(Duration::from_secs(1)).await;
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "demo.js against {url} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("demo.js printed no JSON line:\n{stdout}\n{stderr}"));
+    let json: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("demo.js printed bad JSON ({e}): {line}"));
+    assert_eq!(json["ws"], "echo ok", "{json}");
+    assert_eq!(json["poll"], "exchange ok", "{json}");
+    let backend = json["backend"].as_str().unwrap_or_default();
+    assert!(
+        ["alpha", "beta", "gamma"].contains(&backend),
+        "page served by an unknown backend: {json}"
+    );
+
+    let png =
+        std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        shot.display()
+    );
+    assert!(
+        png.len() > 10 * 1024,
+        "{} is only {} bytes",
+        shot.display(),
+        png.len()
+    );
+    eprintln!(
+        "backend {backend}; screenshot ({} bytes) at {}",
+        png.len(),
+        shot.display()
+    );
+}
