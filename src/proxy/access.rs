@@ -62,6 +62,36 @@ impl Entry {
     }
 }
 
+/// A tunnel's line, written when it closes: its lifetime and bytes each way.
+pub fn tunnel(
+    format: AccessLog,
+    peer: SocketAddr,
+    upstream: &str,
+    backend: SocketAddr,
+    moved: super::tunnel::Moved,
+    secs: f64,
+    why: &str,
+) {
+    match format {
+        AccessLog::Off => {}
+        AccessLog::Text => info!(
+            target: "access",
+            "{peer} tunnel {upstream} {backend} {} {} {secs:.3} \"{why}\"",
+            moved.to_backend, moved.to_client
+        ),
+        AccessLog::Json => info!(
+            target: "access",
+            "{{\"client\":{},\"tunnel\":true,\"upstream\":{},\"server\":{},\"to_backend\":{},\"to_client\":{},\"secs\":{secs:.6},\"end\":{}}}",
+            json(&peer.to_string()),
+            json(upstream),
+            json(&backend.to_string()),
+            moved.to_backend,
+            moved.to_client,
+            json(why)
+        ),
+    }
+}
+
 /// A JSON string literal.
 fn json(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

@@ -23,14 +23,14 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::body::{Body, BoxError, HoldUntilEnd, ReqBody};
 use super::error::{Condition, ProxyError};
 use super::select::{Ask, Selection};
 use super::{ConnInfo, ListenerRoutes, Shared, Snapshot, Upstream, headers, tunnel};
 use crate::backend::{Active, Backend};
-use crate::config::RetryConfig;
+use crate::config::{AccessLog, RetryConfig};
 
 /// Everything about the client's request that stays the same across attempts.
 struct Client<'a> {
@@ -308,6 +308,7 @@ fn spawn_tunnel(
 ) {
     let guard = active.into_tunnel();
     let idle = upstream.timeouts.tunnel_idle;
+    let access_log = shared.snapshot.load().server.access_log;
     let stop = shared.hard_stop.clone();
     let upstream = upstream.name.clone();
     shared.tunnels.spawn(async move {
@@ -326,8 +327,13 @@ fn spawn_tunnel(
             // The server was removed by a reload and its grace ran out.
             _ = closed => (tunnel::Moved::default(), "closed: server removed, grace over"),
         };
-        info!(%peer, %upstream, backend = %addr, to_backend = moved.to_backend, to_client = moved.to_client,
-            secs = started.elapsed().as_secs_f64(), "tunnel {why}");
+        let secs = started.elapsed().as_secs_f64();
+        if access_log == AccessLog::Off {
+            debug!(%peer, %upstream, backend = %addr, to_backend = moved.to_backend,
+                to_client = moved.to_client, secs, "tunnel {why}");
+        } else {
+            super::access::tunnel(access_log, peer, &upstream, addr, moved, secs, why);
+        }
         drop(guard);
     });
 }

@@ -1,0 +1,399 @@
+#!/usr/bin/env bash
+# Load benchmark: latch vs nginx vs HAProxy vs direct (issue 6).
+#
+#   benches/load/run.sh            # whole run, about 6-8 minutes
+#
+# Environment knobs (defaults in brackets):
+#   DURATION [10]        seconds per wrk / WebSocket measurement
+#   CONNS [50]           concurrent connections for wrk and the WS echo client
+#   IDLE_CONNS [9500]    idle WSS connections for the memory test (see the fd note below)
+#   TARGETS ["direct latch nginx haproxy"]
+#
+# Needs: wrk, nginx, haproxy (Debian: apt-get install -y wrk nginx haproxy; the script
+# tries that itself when it runs as root), node >= 18 with npm (the `ws` package is
+# installed into target/bench-node), cargo. Everything listens on 127.0.0.1.
+# Output: target/bench/results.md (plus raw.tsv and logs under target/bench/).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+HERE="$ROOT/benches/load"
+OUT="$ROOT/target/bench"
+NODE_DIR="$ROOT/target/bench-node"
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-50}"
+IDLE_CONNS="${IDLE_CONNS:-9500}"
+TARGETS="${TARGETS:-direct latch nginx haproxy}"
+CERT="$ROOT/certs/dev.pem"
+KEY="$ROOT/certs/dev-key.pem"
+
+# Ports. Backends: nginx HTTP 19101/19102 (+19443 TLS for the direct HTTPS baseline),
+# node WS echo 19111/19112 (+19444 WSS for the direct WSS baseline).
+BE_HTTP1=19101 BE_HTTP2=19102 BE_HTTPS=19443 BE_WS1=19111 BE_WS2=19112 BE_WSS=19444
+declare -A HTTP_PORT=([direct]=$BE_HTTP1 [latch]=18080 [nginx]=28080 [haproxy]=38080)
+declare -A HTTPS_PORT=([direct]=$BE_HTTPS [latch]=18443 [nginx]=28443 [haproxy]=38443)
+declare -A WS_PORT=([direct]=$BE_WS1 [latch]=18080 [nginx]=28080 [haproxy]=38080)
+declare -A WSS_PORT=([direct]=$BE_WSS [latch]=18443 [nginx]=28443 [haproxy]=38443)
+
+log() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools
+mkdir -p "$OUT/logs" "$OUT/nginx-backend" "$OUT/nginx-proxy"
+MISSING=()
+for t in wrk nginx haproxy; do command -v "$t" >/dev/null 2>&1 || MISSING+=("$t"); done
+if ((${#MISSING[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  log "installing ${MISSING[*]} with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${MISSING[@]}" >"$OUT/logs/apt.log" 2>&1 ||
+    { apt-get update >>"$OUT/logs/apt.log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${MISSING[@]}" >>"$OUT/logs/apt.log" 2>&1; }
+fi
+NOTES=()
+command -v wrk >/dev/null || { log "wrk is required (apt-get install wrk)"; exit 1; }
+command -v nginx >/dev/null || { log "nginx is required: it is the HTTP backend (apt-get install nginx)"; exit 1; }
+command -v node >/dev/null || { log "node is required for the WebSocket backend and client"; exit 1; }
+if ! command -v haproxy >/dev/null; then
+  NOTES+=("HAProxy skipped: not installed and could not be installed (apt-get install haproxy).")
+  TARGETS="${TARGETS//haproxy/}"
+fi
+if [ ! -f "$NODE_DIR/node_modules/ws/package.json" ]; then
+  log "installing ws@8 into $NODE_DIR"
+  npm install --prefix "$NODE_DIR" --no-audit --no-fund ws@8 >"$OUT/logs/npm.log" 2>&1 ||
+    { log "npm install ws@8 failed, see $OUT/logs/npm.log"; exit 1; }
+fi
+export NODE_PATH="$NODE_DIR/node_modules"
+log "building latch (release)"
+(cd "$ROOT" && cargo build --release --quiet) || { log "cargo build failed"; exit 1; }
+LATCH="$ROOT/target/release/latch"
+
+# Every proxied idle connection costs the proxy two descriptors (client + backend).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+NOFILE="$(ulimit -n)"
+if [ "$NOFILE" != unlimited ] && ((IDLE_CONNS * 2 + 200 > NOFILE)); then
+  new=$(((NOFILE - 200) / 2))
+  NOTES+=("Memory test uses $new idle WSS connections instead of $IDLE_CONNS: the hard fd limit is $NOFILE and each proxied connection needs 2 fds in the proxy.")
+  IDLE_CONNS=$new
+fi
+
+# Clients use "localhost" so TLS clients send a valid SNI that matches certs/dev.pem (an IP
+# as SNI is illegal; rustls logs a warning for each such handshake). Fall back to the IP
+# when localhost does not resolve to 127.0.0.1 first.
+HOST=127.0.0.1
+[ "$(getent ahosts localhost 2>/dev/null | awk 'NR==1 {print $1}')" = 127.0.0.1 ] && HOST=localhost
+
+wait_port() { # port [seconds]
+  local i
+  for ((i = 0; i < ${2:-10} * 20; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  log "nothing listens on 127.0.0.1:$1"; return 1
+}
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS 18080 18443 28080 28443 38080 38443; do
+  port_free "$p" || { log "port $p is already in use; stop whatever listens there"; exit 1; }
+done
+
+# ---------------------------------------------------------------- configs
+cat >"$OUT/nginx-backend/nginx.conf" <<CONF
+# HTTP backend pool: two ports answering a 2-byte body, plus TLS for the direct baseline.
+worker_processes auto;
+worker_rlimit_nofile $NOFILE;
+pid $OUT/nginx-backend/nginx.pid;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $OUT/nginx-backend/tmp;
+  proxy_temp_path $OUT/nginx-backend/tmp;
+  fastcgi_temp_path $OUT/nginx-backend/tmp;
+  uwsgi_temp_path $OUT/nginx-backend/tmp;
+  scgi_temp_path $OUT/nginx-backend/tmp;
+  server {
+    listen 127.0.0.1:$BE_HTTP1;
+    listen 127.0.0.1:$BE_HTTP2;
+    listen 127.0.0.1:$BE_HTTPS ssl;
+    ssl_certificate $CERT;
+    ssl_certificate_key $KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    default_type text/plain;
+    location / { return 200 "ok"; }
+  }
+}
+CONF
+
+cat >"$OUT/nginx-proxy/nginx.conf" <<CONF
+worker_processes auto;
+worker_rlimit_nofile $NOFILE;
+pid $OUT/nginx-proxy/nginx.pid;
+events { worker_connections $((NOFILE - 100)); }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $OUT/nginx-proxy/tmp;
+  proxy_temp_path $OUT/nginx-proxy/tmp;
+  fastcgi_temp_path $OUT/nginx-proxy/tmp;
+  uwsgi_temp_path $OUT/nginx-proxy/tmp;
+  scgi_temp_path $OUT/nginx-proxy/tmp;
+  upstream http_pool {
+    server 127.0.0.1:$BE_HTTP1;
+    server 127.0.0.1:$BE_HTTP2;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  upstream ws_pool {
+    server 127.0.0.1:$BE_WS1;
+    server 127.0.0.1:$BE_WS2;
+  }
+  server {
+    listen 127.0.0.1:${HTTP_PORT[nginx]};
+    listen 127.0.0.1:${HTTPS_PORT[nginx]} ssl;
+    ssl_certificate $CERT;
+    ssl_certificate_key $KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # the same forwarded headers latch sets
+    proxy_set_header Host \$http_host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$http_host;
+    proxy_http_version 1.1;
+    location / {
+      proxy_set_header Connection "";
+      proxy_pass http://http_pool;
+    }
+    location /ws {
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;
+      proxy_pass http://ws_pool;
+    }
+  }
+}
+CONF
+
+cat "$CERT" "$KEY" >"$OUT/haproxy-cert.pem"
+cat >"$OUT/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn $(((NOFILE - 200) / 2))
+  pidfile $OUT/haproxy.pid
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-request 30s
+  timeout http-keep-alive 60s
+  timeout tunnel 1h
+  option forwardfor
+frontend fe
+  bind 127.0.0.1:${HTTP_PORT[haproxy]}
+  bind 127.0.0.1:${HTTPS_PORT[haproxy]} ssl crt $OUT/haproxy-cert.pem alpn http/1.1
+  maxconn $(((NOFILE - 200) / 2))
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  use_backend ws_pool if { path_beg /ws }
+  default_backend http_pool
+backend http_pool
+  balance roundrobin
+  server h1 127.0.0.1:$BE_HTTP1
+  server h2 127.0.0.1:$BE_HTTP2
+backend ws_pool
+  balance roundrobin
+  server w1 127.0.0.1:$BE_WS1
+  server w2 127.0.0.1:$BE_WS2
+CONF
+
+cat >"$OUT/latch.toml" <<CONF
+[server]
+workers = 0
+
+[[listener]]
+bind = "127.0.0.1:${HTTP_PORT[latch]}"
+upstream = "http_pool"
+[[listener.route]]
+path_prefix = "/ws"
+upstream = "ws_pool"
+
+[[listener]]
+bind = "127.0.0.1:${HTTPS_PORT[latch]}"
+upstream = "http_pool"
+tls = { cert = "$CERT", key = "$KEY" }
+[[listener.route]]
+path_prefix = "/ws"
+upstream = "ws_pool"
+
+[upstream.http_pool]
+balance = "round_robin"
+servers = [{ addr = "127.0.0.1:$BE_HTTP1" }, { addr = "127.0.0.1:$BE_HTTP2" }]
+
+[upstream.ws_pool]
+balance = "round_robin"
+servers = [{ addr = "127.0.0.1:$BE_WS1" }, { addr = "127.0.0.1:$BE_WS2" }]
+
+[upstream.ws_pool.timeouts]
+tunnel_idle = "1h"
+CONF
+
+"$LATCH" check --config "$OUT/latch.toml" >/dev/null || { log "latch rejected $OUT/latch.toml"; exit 1; }
+if [[ " $TARGETS " == *" nginx "* ]]; then
+  nginx -t -p "$OUT/nginx-proxy" -c "$OUT/nginx-proxy/nginx.conf" -e stderr 2>"$OUT/logs/nginx-t.log" ||
+    { cat "$OUT/logs/nginx-t.log"; exit 1; }
+fi
+if [[ " $TARGETS " == *" haproxy "* ]]; then
+  haproxy -c -f "$OUT/haproxy.cfg" >"$OUT/logs/haproxy-c.log" 2>&1 || { cat "$OUT/logs/haproxy-c.log"; exit 1; }
+fi
+mkdir -p "$OUT/nginx-backend/tmp" "$OUT/nginx-proxy/tmp"
+
+# ---------------------------------------------------------------- backends
+log "starting backends"
+nginx -p "$OUT/nginx-backend" -c "$OUT/nginx-backend/nginx.conf" -e stderr -g 'daemon off;' 2>"$OUT/logs/backend-nginx.log" &
+PIDS+=($!)
+node "$HERE/ws_backend.js" $BE_WS1 >"$OUT/logs/backend-ws1.log" 2>&1 &
+PIDS+=($!)
+node "$HERE/ws_backend.js" $BE_WS2 >"$OUT/logs/backend-ws2.log" 2>&1 &
+PIDS+=($!)
+node "$HERE/ws_backend.js" $BE_WSS "$CERT" "$KEY" >"$OUT/logs/backend-wss.log" 2>&1 &
+PIDS+=($!)
+for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS; do wait_port "$p" || exit 1; done
+
+# ---------------------------------------------------------------- proxies
+PROXY_PID=""
+start_proxy() { # target -> sets PROXY_PID
+  local t=$1
+  case $t in
+    direct) PROXY_PID=""; return 0 ;;
+    latch) "$LATCH" run --config "$OUT/latch.toml" >>"$OUT/logs/latch.log" 2>&1 & ;;
+    nginx) nginx -p "$OUT/nginx-proxy" -c "$OUT/nginx-proxy/nginx.conf" -e stderr -g 'daemon off;' >>"$OUT/logs/nginx.log" 2>&1 & ;;
+    haproxy) haproxy -db -f "$OUT/haproxy.cfg" >>"$OUT/logs/haproxy.log" 2>&1 & ;;
+  esac
+  PROXY_PID=$!
+  PIDS+=("$PROXY_PID")
+  wait_port "${HTTP_PORT[$t]}" && wait_port "${HTTPS_PORT[$t]}"
+}
+stop_proxy() {
+  [ -n "$PROXY_PID" ] || return 0
+  kill "$PROXY_PID" 2>/dev/null
+  for _ in $(seq 1 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$PROXY_PID" 2>/dev/null
+  wait "$PROXY_PID" 2>/dev/null
+  PROXY_PID=""
+}
+# Resident memory in KiB of a process and all its descendants (nginx workers).
+rss_tree() {
+  local pid=$1 total=0 kids c
+  total=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+  kids=$(ps -o pid= --ppid "$pid" 2>/dev/null)
+  for c in $kids; do total=$((total + $(rss_tree "$c"))); done
+  echo "$total"
+}
+
+RAW="$OUT/raw.tsv"
+: >"$RAW"
+: >"$OUT/logs/latch.log"; : >"$OUT/logs/nginx.log"; : >"$OUT/logs/haproxy.log"
+put() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW"; }
+
+# wrk output -> "rps p99_ms errors"
+parse_wrk() {
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec:/ { rps = $2 }
+    $1 == "99%" { p99 = ms($2) }
+    /Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx/ { err += $5 }
+    END { printf "%s %s %d\n", rps, p99, err }'
+}
+run_wrk() { # name target url [extra wrk args...]
+  local name=$1 t=$2 url=$3; shift 3
+  local f="$OUT/logs/wrk-$name-$t.txt"
+  wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$f" 2>&1
+  read -r rps p99 err < <(parse_wrk <"$f")
+  put "${name}_rps" "$t" "$rps"; put "${name}_p99" "$t" "$p99"
+  ((err > 0)) && NOTES+=("$t, $name: wrk reported $err errors (see target/bench/logs/wrk-$name-$t.txt).")
+  log "  $name: $rps req/s, p99 ${p99} ms, errors $err"
+}
+run_ws() { # name target url
+  local name=$1 t=$2 url=$3 f="$OUT/logs/ws-$1-$2.json"
+  node "$HERE/ws_client.js" echo "$url" "$CONNS" "$DURATION" >"$f" 2>"$OUT/logs/ws-$name-$t.err"
+  local mps p99 errs
+  mps=$(node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1]));console.log(r.msgs_per_s.toFixed(0), r.p99_ms.toFixed(3), r.errors)' "$f" 2>/dev/null)
+  if [ -z "$mps" ]; then
+    NOTES+=("$t, $name: the WS client failed: $(head -c 300 "$OUT/logs/ws-$name-$t.err" | tr '\n' ' ')")
+    log "  $name: failed"; return
+  fi
+  read -r mps p99 errs <<<"$mps"
+  put "${name}_mps" "$t" "$mps"; put "${name}_p99" "$t" "$p99"
+  ((errs > 0)) && NOTES+=("$t, $name: $errs WebSocket errors.")
+  log "  $name: $mps msg/s, p99 $p99 ms"
+}
+run_mem() { # target (proxy freshly started, PROXY_PID set)
+  local t=$1 ready="$OUT/logs/idle-$1.json" before after cpid
+  rm -f "$ready"
+  sleep 1
+  before=$(rss_tree "$PROXY_PID")
+  node --max-old-space-size=4096 "$HERE/ws_client.js" idle "wss://$HOST:${WSS_PORT[$t]}/ws" "$IDLE_CONNS" "$ready" \
+    >"$OUT/logs/idle-$t.out" 2>&1 &
+  cpid=$!
+  PIDS+=("$cpid")
+  for _ in $(seq 1 1200); do [ -s "$ready" ] && break; kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+  sleep 2
+  after=$(rss_tree "$PROXY_PID")
+  local opened failed
+  opened=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).opened)' "$ready" 2>/dev/null || echo 0)
+  failed=$(node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1]));console.log(r.failed, JSON.stringify(r.errors))' "$ready" 2>/dev/null || echo "?")
+  kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
+  if ((opened > 0)); then
+    put mem_kib "$t" "$(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN { printf "%.2f", (a - b) / n }')"
+    log "  memory: RSS $before -> $after KiB with $opened idle WSS connections (failed: $failed)"
+    ((opened < IDLE_CONNS)) && NOTES+=("$t, memory: only $opened of $IDLE_CONNS WSS connections opened (failed: $failed).")
+  else
+    NOTES+=("$t, memory: no WSS connection could be opened ($failed).")
+  fi
+  put mem_before_kib "$t" "$before"; put mem_after_kib "$t" "$after"; put mem_conns "$t" "$opened"
+}
+
+# ---------------------------------------------------------------- measurements
+for t in $TARGETS; do
+  log "== $t"
+  start_proxy "$t" || { NOTES+=("$t did not start; see target/bench/logs/$t.log"); stop_proxy; continue; }
+  run_wrk http "$t" "http://$HOST:${HTTP_PORT[$t]}/"
+  run_wrk https "$t" "https://$HOST:${HTTPS_PORT[$t]}/"
+  run_wrk tlsnew "$t" "https://$HOST:${HTTPS_PORT[$t]}/" -H "Connection: close"
+  run_ws ws "$t" "ws://$HOST:${WS_PORT[$t]}/ws"
+  run_ws wss "$t" "wss://$HOST:${WSS_PORT[$t]}/ws"
+  if [ "$t" != direct ]; then
+    stop_proxy; sleep 1
+    start_proxy "$t" && run_mem "$t"
+  fi
+  stop_proxy
+  sleep 1
+done
+
+# ---------------------------------------------------------------- report
+HDR="$OUT/header.md"
+{
+  echo "# latch load benchmark"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- machine: $(nproc) CPUs, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr)"
+  echo "- versions: $("$LATCH" --version 2>/dev/null || echo latch), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), node $(node --version)"
+  echo "- load: wrk -t2 -c$CONNS -d${DURATION}s --latency; WS: $CONNS connections ping-ponging 32-byte text for ${DURATION}s (node + ws@8); memory: $IDLE_CONNS idle WSS connections"
+  echo "- backends: 2 HTTP (one nginx, ports $BE_HTTP1/$BE_HTTP2, \`return 200 \"ok\"\`), 2 WS echo (node ws, ports $BE_WS1/$BE_WS2), round robin; direct = the client talks to one backend port (HTTPS/WSS direct: the backend's own TLS)"
+  echo "- proxies: latch workers = 0, nginx worker_processes auto, HAProxy nbthread 2; all on one $(nproc)-core machine together with the backends and the load generator"
+} >"$HDR"
+errs=$(grep -cE '(ERROR|WARN)' "$OUT/logs/latch.log" 2>/dev/null)
+[ "${errs:-0}" -gt 0 ] && NOTES+=("latch logged $errs WARN/ERROR lines (target/bench/logs/latch.log).")
+node "$HERE/report.js" "$RAW" "$HDR" >"$OUT/results.md"
+if ((${#NOTES[@]})); then
+  { echo; echo "Notes:"; for n in "${NOTES[@]}"; do echo "- $n"; done; } >>"$OUT/results.md"
+fi
+cat "$OUT/results.md"
+log "written to $OUT/results.md"
