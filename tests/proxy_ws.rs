@@ -23,56 +23,6 @@ use support::*;
 
 // === helpers ===
 
-/// The backends latch knows for upstream `app`, in config order.
-fn lb_backends(lb: &Lb) -> Vec<Arc<latch::backend::Backend>> {
-    lb.handle.snapshot().upstreams["app"].backends.clone()
-}
-
-/// latch's view of the backend at `addr`.
-fn lb_backend(lb: &Lb, addr: SocketAddr) -> Arc<latch::backend::Backend> {
-    lb_backends(lb)
-        .into_iter()
-        .find(|b| b.addr == addr)
-        .unwrap_or_else(|| panic!("latch has no backend {addr}"))
-}
-
-/// `(active, tunnels)` of every backend of `app`, in config order.
-fn counts(lb: &Lb) -> Vec<(usize, usize)> {
-    lb_backends(lb)
-        .iter()
-        .map(|b| (b.active(), b.tunnels()))
-        .collect()
-}
-
-/// Polls `cond` every 10 ms until it holds; panics after `limit`. Only for
-/// counters that have no event to await.
-async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until no backend of `app` counts a request or a tunnel.
-async fn wait_all_idle(lb: &Lb) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let last = counts(lb);
-        if last.iter().all(|&c| c == (0, 0)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "(active, tunnels) per backend did not return to 0 within 3s: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Compares messages without dumping megabytes on failure.
 fn assert_same(got: &Message, want: &Message, what: &str) {
     if got != want {

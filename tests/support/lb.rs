@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use latch::{Config, Handle};
 
@@ -51,4 +53,40 @@ pub fn simple_config(addrs: &[SocketAddr], extra: &str) -> String {
         "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n[upstream.app]\n{}\n{extra}\n",
         servers(addrs)
     )
+}
+
+/// The backends latch knows for upstream `app`, in config order.
+pub fn lb_backends(lb: &Lb) -> Vec<Arc<latch::backend::Backend>> {
+    lb.handle.snapshot().upstreams["app"].backends.clone()
+}
+
+/// latch's view of the backend at `addr`.
+pub fn lb_backend(lb: &Lb, addr: SocketAddr) -> Arc<latch::backend::Backend> {
+    lb_backends(lb)
+        .into_iter()
+        .find(|b| b.addr == addr)
+        .unwrap_or_else(|| panic!("latch has no backend {addr}"))
+}
+
+/// `(active, tunnels)` of every backend of `app`, in config order.
+pub fn counts(lb: &Lb) -> Vec<(usize, usize)> {
+    lb_backends(lb)
+        .iter()
+        .map(|b| (b.active(), b.tunnels()))
+        .collect()
+}
+
+/// Waits (polling, bounded) until no backend of `app` counts a request or a tunnel.
+pub async fn wait_all_idle(lb: &Lb) {
+    let limit = Duration::from_secs(5);
+    let what = || format!("(active, tunnels) per backend back to 0: {:?}", counts(lb));
+    let deadline = tokio::time::Instant::now() + limit;
+    while !counts(lb).iter().all(|&c| c == (0, 0)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {limit:?}: {}",
+            what()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

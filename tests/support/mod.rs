@@ -32,7 +32,10 @@ pub use http_client::{
     Echo, Got, HttpConn, http_get, http_get_with, http_request, parse_echo, raw_exchange,
     raw_exchange_open, read_body, send_request, try_http_request,
 };
-pub use lb::{Lb, servers, simple_config, spawn_lb, spawn_lb_in};
+pub use lb::{
+    Lb, counts, lb_backend, lb_backends, servers, simple_config, spawn_lb, spawn_lb_in,
+    wait_all_idle,
+};
 #[allow(unused_imports)]
 pub use pattern::{Checksum, PatternBody, checksum, pattern_byte, pattern_bytes, pattern_checksum};
 #[allow(unused_imports)]
