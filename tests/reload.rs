@@ -13,18 +13,16 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::Full;
 use latch::{Config, Handle, ReloadError};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -959,109 +957,6 @@ async fn new_certificate_serves_new_handshakes_old_connections_stay() {
 }
 
 // === 7. SIGHUP on the binary ===
-
-/// Lines of one output stream of a child, read by a background task.
-struct Lines {
-    rx: mpsc::UnboundedReceiver<String>,
-    seen: Arc<Mutex<Vec<String>>>,
-}
-
-impl Lines {
-    fn new<R: AsyncRead + Unpin + Send + 'static>(r: R) -> Lines {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                log.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        Lines { rx, seen }
-    }
-
-    fn text(&self) -> String {
-        self.seen.lock().unwrap().join("\n")
-    }
-
-    /// The next line matching `pred` (earlier lines are skipped), within
-    /// [`TIMEOUT`]; panics if the stream ends first.
-    async fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let found = tokio::time::timeout(TIMEOUT, async {
-            while let Some(line) = self.rx.recv().await {
-                if pred(&line) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!("output ended before {what}:\n{}", self.text()),
-            Err(_) => panic!("no {what} within {TIMEOUT:?}:\n{}", self.text()),
-        }
-    }
-}
-
-/// A running `latch` child process; killed when dropped.
-struct Child {
-    child: tokio::process::Child,
-    pid: u32,
-    stderr: Lines,
-}
-
-impl Child {
-    fn spawn(args: &[&str]) -> Child {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start latch {args:?}: {e}"));
-        let pid = child.id().expect("a running child has a pid");
-        let stderr = Lines::new(child.stderr.take().expect("piped stderr"));
-        Child { child, pid, stderr }
-    }
-
-    async fn signal(&self, name: &str) {
-        let status = within(
-            "kill",
-            tokio::process::Command::new("kill")
-                .arg(format!("-{name}"))
-                .arg(self.pid.to_string())
-                .status(),
-        )
-        .await
-        .expect("run kill");
-        assert!(
-            status.success(),
-            "kill -{name} {} failed: {status}",
-            self.pid
-        );
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// A port that was free a moment ago, for a child whose address must be
-/// known up front.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_file_and_refuses_a_broken_one() {

@@ -7,6 +7,7 @@
 
 pub mod backend;
 mod backend_ws;
+pub mod child;
 pub mod faults;
 pub mod faulty;
 pub mod http_client;
@@ -18,8 +19,9 @@ pub mod ws_client;
 use std::future::Future;
 use std::time::Duration;
 
-#[allow(unused_imports)] // re-exports; each test file uses a subset
 pub use backend::{Backend, spawn_backend, spawn_tls_backend};
+#[allow(unused_imports)] // re-exports; each test file uses a subset
+pub use child::{Child, Lines, free_port};
 #[allow(unused_imports)]
 pub use faults::{
     Handshaker, Named, StatusServer, spawn_named, spawn_named_at, spawn_named_on, spawn_status,
