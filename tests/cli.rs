@@ -397,6 +397,14 @@ async fn demo_cookie_keeps_a_long_poll_session_on_its_backend() {
 /// `latch run --config FILE` in front of `backend`, on a port picked here;
 /// returns once latch logs that it is listening. The tempdir holds the config.
 async fn run_latch(backend: SocketAddr) -> (Child, SocketAddr, tempfile::TempDir) {
+    run_latch_with(backend, "").await
+}
+
+/// Like [`run_latch`], with `server_extra` lines added to `[server]`.
+async fn run_latch_with(
+    backend: SocketAddr,
+    server_extra: &str,
+) -> (Child, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let config = dir.path().join("latch.toml");
@@ -404,7 +412,7 @@ async fn run_latch(backend: SocketAddr) -> (Child, SocketAddr, tempfile::TempDir
     std::fs::write(
         &config,
         format!(
-            "[server]\ngrace = \"30s\"\n\n[[listener]]\nbind = \"127.0.0.1:{port}\"\n\
+            "[server]\ngrace = \"30s\"\n{server_extra}\n\n[[listener]]\nbind = \"127.0.0.1:{port}\"\n\
              upstream = \"app\"\n\n[upstream.app]\n{}\n",
             servers(&[backend])
         ),
@@ -529,6 +537,56 @@ async fn run_refuses_new_connections_while_draining() {
     assert_eq!(&rest[..], b"last\n");
     let status = latch.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "stderr:\n{}", latch.stderr.text());
+}
+
+// === access log ===
+
+/// `access_log = "json"` writes one JSON line per request (client, request,
+/// status, bytes, upstream, server, duration) and one per closed tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_json_lines_for_requests_and_tunnels() {
+    let backend = spawn_backend("b1").await;
+    let (mut latch, addr, _dir) = run_latch_with(backend.addr, "access_log = \"json\"").await;
+    let (status, _, body) = http_get(addr, "localhost", "/name?x=1").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"b1"[..]));
+    let line = latch
+        .stderr
+        .wait_for("the request's access line", |l| {
+            l.contains("\"target\":\"/name?x=1\"")
+        })
+        .await;
+    for part in [
+        "\"client\":\"127.0.0.1:",
+        "\"method\":\"GET\"",
+        "\"status\":200",
+        "\"bytes\":2,",
+        "\"upstream\":\"app\"",
+        &format!("\"server\":\"{}\"", backend.addr),
+        "\"secs\":",
+    ] {
+        assert!(line.contains(part), "{part} missing in {line}");
+    }
+    let (mut ws, _) = ws_connect(addr, "/ws").await;
+    ws.send(Message::text("hi")).await.expect("send");
+    assert!(matches!(
+        next_msg(&mut ws).await,
+        Some(Ok(Message::Text(_)))
+    ));
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let line = latch
+        .stderr
+        .wait_for("the tunnel's access line", |l| {
+            l.contains("\"tunnel\":true")
+        })
+        .await;
+    assert!(
+        line.contains("\"to_backend\":") && line.contains("\"to_client\":"),
+        "{line}"
+    );
+    latch.terminate().await;
+    let status = latch.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0));
 }
 
 // === latch with nothing to do ===
