@@ -5,6 +5,7 @@
 //! `Sec-WebSocket-Accept`). Plus [`wait_until`], a bounded poll for counters
 //! and states that have no event to await.
 
+use super::faulty::{drain, read_head};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -361,35 +362,6 @@ pub fn spawn_named_on(name: &str, listener: TcpListener) -> Named {
 }
 
 // === broken WebSocket servers ===
-
-/// Reads until the end of an HTTP head (`\r\n\r\n`), EOF, or [`TIMEOUT`].
-async fn read_head(s: &mut TcpStream) -> Vec<u8> {
-    let mut head = Vec::new();
-    let _ = tokio::time::timeout(TIMEOUT, async {
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    head
-}
-
-/// Discards input until EOF, an error, or `limit`.
-async fn drain(s: &mut TcpStream, limit: Duration) {
-    let _ = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = s.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
-}
 
 /// Answers every request, WebSocket handshakes included, with `200 OK` and
 /// body `ok`, then closes.

@@ -63,7 +63,7 @@ where
 }
 
 /// Reads until the end of an HTTP head (`\r\n\r\n`), EOF, or [`TIMEOUT`].
-async fn read_head(s: &mut TcpStream) -> Vec<u8> {
+pub(super) async fn read_head(s: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
     let _ = tokio::time::timeout(TIMEOUT, async {
         let mut buf = [0u8; 4096];
@@ -79,7 +79,7 @@ async fn read_head(s: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Discards input until EOF, an error, or `limit`.
-async fn drain(s: &mut TcpStream, limit: Duration) {
+pub(super) async fn drain(s: &mut TcpStream, limit: Duration) {
     let _ = tokio::time::timeout(limit, async {
         let mut buf = [0u8; 8192];
         while let Ok(n) = s.read(&mut buf).await {
