@@ -26,14 +26,15 @@ pub struct Entry {
     pub format: AccessLog,
     pub peer: SocketAddr,
     pub method: Method,
-    pub target: String,
+    pub target: http::uri::PathAndQuery,
     pub status: StatusCode,
     pub served: Option<Served>,
     pub started: Instant,
 }
 
-impl Entry {
-    pub fn write(self, bytes: u64) {
+impl super::body::OnEnd for Entry {
+    /// The response is done (or abandoned): write the line.
+    fn ended(self, bytes: u64) {
         let secs = self.started.elapsed().as_secs_f64();
         let (upstream, backend) = match &self.served {
             Some(s) => (s.upstream.as_str(), s.backend.to_string()),
@@ -51,7 +52,7 @@ impl Entry {
                 "{{\"client\":{},\"method\":{},\"target\":{},\"status\":{},\"bytes\":{},\"upstream\":{},\"server\":{},\"secs\":{:.6}}}",
                 json(&self.peer.to_string()),
                 json(self.method.as_str()),
-                json(&self.target),
+                json(self.target.as_str()),
                 self.status.as_u16(),
                 bytes,
                 json(upstream),

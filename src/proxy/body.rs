@@ -1,8 +1,9 @@
-//! Body plumbing: the boxed body type both directions use, and a wrapper that
-//! holds a value exactly until its body ends. Dropping that value is the
-//! signal — an [`Active`](crate::backend::Active) guard frees a backend slot
-//! when the response is done, a `oneshot::Sender` tells the forwarder that the
-//! request body is fully sent — so no path can forget to signal.
+//! Body plumbing: the boxed body type both directions use, and one wrapper
+//! that acts exactly once when its body ends — at the end of the stream, on
+//! an error, or when dropped unfinished — so no path can forget to signal.
+//! What it does is an [`OnEnd`]: an [`Active`] guard frees a backend slot when
+//! the response is done, a `oneshot::Sender` tells the forwarder the request
+//! body is fully sent, an access-log entry writes its line with the byte count.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,25 +11,57 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use tokio::sync::oneshot;
+
+use crate::backend::Active;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
-/// `inner`, holding `held` until the end of the stream (or an error, or drop).
-pub struct HoldUntilEnd<T> {
-    inner: Body,
-    held: Option<T>,
+/// What to do when a body ends, told how many data bytes went through.
+pub trait OnEnd: Unpin + Send + Sync + 'static {
+    fn ended(self, bytes: u64);
 }
 
-impl<T> HoldUntilEnd<T> {
-    pub fn new(inner: Body, held: T) -> Self {
-        // An empty body may never be polled; release at once.
-        let held = (!inner.is_end_stream()).then_some(held);
-        HoldUntilEnd { inner, held }
+/// Dropping the guard releases the backend slot.
+impl OnEnd for Active {
+    fn ended(self, _bytes: u64) {}
+}
+
+/// Dropping the sender wakes the receiver: "the body is sent".
+impl OnEnd for oneshot::Sender<()> {
+    fn ended(self, _bytes: u64) {}
+}
+
+/// `inner`, running `on_end` once when the stream ends (or errs, or is dropped).
+pub struct HoldUntilEnd<T: OnEnd> {
+    inner: Body,
+    bytes: u64,
+    on_end: Option<T>,
+}
+
+impl<T: OnEnd> HoldUntilEnd<T> {
+    pub fn new(inner: Body, on_end: T) -> Self {
+        let mut this = HoldUntilEnd {
+            inner,
+            bytes: 0,
+            on_end: Some(on_end),
+        };
+        // An empty body may never be polled; it has ended already.
+        if this.inner.is_end_stream() {
+            this.finish();
+        }
+        this
+    }
+
+    fn finish(&mut self) {
+        if let Some(t) = self.on_end.take() {
+            t.ended(self.bytes);
+        }
     }
 }
 
-impl<T: Unpin> HttpBody for HoldUntilEnd<T> {
+impl<T: OnEnd> HttpBody for HoldUntilEnd<T> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -39,9 +72,14 @@ impl<T: Unpin> HttpBody for HoldUntilEnd<T> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.held = None,
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.held = None,
-            _ => {}
+            Poll::Ready(Some(Ok(f))) => {
+                this.bytes += f.data_ref().map_or(0, |d| d.len() as u64);
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(_) => this.finish(),
+            Poll::Pending => {}
         }
         r
     }
@@ -52,6 +90,12 @@ impl<T: Unpin> HttpBody for HoldUntilEnd<T> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl<T: OnEnd> Drop for HoldUntilEnd<T> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -153,70 +197,5 @@ impl HttpBody for Prefixed {
 
     fn is_end_stream(&self) -> bool {
         self.head.is_empty() && self.rest.is_end_stream()
-    }
-}
-
-// === impl Observed ===
-
-/// `inner`, counting the data bytes it yields and calling `done(bytes)` once:
-/// at the end of the stream, on an error, or when dropped early (the client
-/// went away). Used for the access log.
-pub struct Observed {
-    inner: Body,
-    bytes: u64,
-    done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
-}
-
-impl Observed {
-    pub fn new(inner: Body, done: impl FnOnce(u64) + Send + Sync + 'static) -> Self {
-        Observed {
-            inner,
-            bytes: 0,
-            done: Some(Box::new(done)),
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(done) = self.done.take() {
-            done(self.bytes);
-        }
-    }
-}
-
-impl HttpBody for Observed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(f))) => {
-                this.bytes += f.data_ref().map_or(0, |d| d.len() as u64);
-                if this.inner.is_end_stream() {
-                    this.finish();
-                }
-            }
-            Poll::Ready(_) => this.finish(),
-            Poll::Pending => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Observed {
-    fn drop(&mut self) {
-        self.finish();
     }
 }

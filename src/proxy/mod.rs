@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-pub use body::{Body, BoxError, HoldUntilEnd, Observed};
+pub use body::{Body, BoxError, HoldUntilEnd, OnEnd};
 pub use error::ProxyError;
 pub use upstream::{ListenerRoutes, Snapshot, Upstream};
 
@@ -69,11 +69,12 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let snapshot = shared.snapshot.load_full();
     let method = req.method().clone();
+    // A clone shares the request's bytes: no allocation on the hot path.
     let target = req
         .uri()
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let resp = match forward::forward(&shared, &snapshot, &conn, req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -110,5 +111,5 @@ pub async fn handle(
         served,
         started,
     };
-    Ok(resp.map(|b| Observed::new(b, move |bytes| entry.write(bytes)).boxed()))
+    Ok(resp.map(|b| HoldUntilEnd::new(b, entry).boxed()))
 }
