@@ -2,11 +2,18 @@
 //!
 //! The layout follows the path of a request. `config` turns a TOML file into a
 //! validated [`Config`]. `listener` accepts clients (TLS, HTTP/1.1) and hands
-//! each request to `proxy`, which routes it to an upstream, asks `balance` for
-//! a backend among the upstream's `backend`s, forwards it, and turns upgrades
-//! into tunnels. `admin` serves the operator's endpoints; `demo` is the
-//! self-contained setup behind `latch demo`. Dependencies point one way:
-//! config → backend → balance → proxy → listener/admin → here.
+//! each request to `proxy`, which routes it to an upstream, asks `balance`'s
+//! policy for a backend among the upstream's `backend`s, forwards it on a
+//! pooled upstream connection, and turns upgrades into tunnels. `admin`
+//! serves the operator's endpoints; `demo` is the self-contained setup behind
+//! `latch demo`. Dependencies point one way:
+//! config → body/metrics → backend → balance/sticky/health → proxy →
+//! listener/admin → here.
+//!
+//! State comes in two lifetimes. The [`backend::Pool`] lives as long as the
+//! process: every server's counts, health, drain flag and idle upstream
+//! connections. The [`proxy::Routing`] table (routes, upstreams, placement
+//! policies) is what a reload swaps whole; its backends point into the pool.
 //!
 //! [`start`] binds everything and returns a [`Handle`] to reload or stop it;
 //! `reload` swaps in a new config without dropping a connection.
@@ -15,6 +22,7 @@
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod body;
 pub mod config;
 pub mod demo;
 pub mod health;
@@ -35,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError};
-use proxy::{Shared, Snapshot};
+use proxy::{Routing, Shared};
 pub use reload::ReloadError;
 
 /// Why latch could not start.
@@ -83,14 +91,15 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     // Bind everything before serving anything, so a failure leaves nothing running.
     let bound = reload::bind_all(&config, &[])?;
     let ids: Vec<u64> = bound.iter().map(|b| b.id).collect();
+    let pool = backend::Pool::default();
+    let metrics = Arc::new(metrics::Metrics::new());
+    let routing = Routing::build(&config, &ids, &pool, &metrics).map_err(StartError::Upstream)?;
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(
-            Snapshot::build(&config, &ids, None).map_err(StartError::Upstream)?,
-        ),
+        routing: ArcSwap::from_pointee(routing),
+        pool,
         tunnels: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
-        draining: Default::default(),
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
     });
     let admin = match &config.admin {
         Some(a) => Some(
@@ -117,7 +126,11 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         )),
     });
     let admin_token = config.admin.as_ref().and_then(|a| a.token.clone());
-    inner.commit(config, bound, Vec::new());
+    {
+        let mut generation = inner.generation();
+        inner.commit(&mut generation, config, bound);
+    }
+    conns.spawn(reap_idle(inner.shared.clone(), stop_accepting.clone()));
     if let Some(tcp) = admin {
         info!(addr = ?admin_addr, "admin listening");
         let state = admin::AdminState {
@@ -133,6 +146,21 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     Ok(Handle { inner })
 }
 
+/// The pool's housekeeping: every few seconds, close upstream connections
+/// that were idle too long or that their server closed.
+async fn reap_idle(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let max_idle = shared.routing.load().server.pool_idle_timeout;
+        shared.pool.reap_idle(max_idle);
+    }
+}
+
 /// `POST /reload` for the admin listener. It holds the instance weakly, so
 /// the admin task never keeps a stopped instance alive.
 fn reload_fn(inner: std::sync::Weak<Inner>) -> admin::ReloadFn {
@@ -142,8 +170,11 @@ fn reload_fn(inner: std::sync::Weak<Inner>) -> admin::ReloadFn {
             let inner = inner
                 .upgrade()
                 .ok_or_else(|| "latch is stopping".to_string())?;
-            inner
-                .reload_file()
+            // Reading files (config, certificates) blocks: off the workers.
+            let outcome = tokio::task::spawn_blocking(move || inner.reload_file())
+                .await
+                .map_err(|e| format!("reload failed: {e}\n"))?;
+            outcome
                 .map(|()| "reloaded\n".to_string())
                 .map_err(|e| format!("{e}\n"))
         })
@@ -165,9 +196,14 @@ impl Handle {
         self.inner.admin
     }
 
-    /// The routable state now in force (upstreams and their backends).
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.inner.shared.snapshot.load_full()
+    /// The routing table now in force (upstreams and their backends).
+    pub fn snapshot(&self) -> Arc<Routing> {
+        self.inner.shared.routing.load_full()
+    }
+
+    /// The pool of servers (and their idle upstream connections).
+    pub fn pool(&self) -> &backend::Pool {
+        &self.inner.shared.pool
     }
 
     /// Swaps in `config` without dropping anything in flight: servers that
@@ -180,8 +216,20 @@ impl Handle {
 
     /// Re-reads the file the running config came from and reloads it. A file
     /// that fails validation is refused with the same message as `latch check`.
+    /// Blocks on file reads: from async code use [`Handle::reload_file_async`].
     pub fn reload_file(&self) -> Result<(), ReloadError> {
         self.inner.reload_file()
+    }
+
+    /// [`Handle::reload_file`] on a blocking thread, off the async workers.
+    pub async fn reload_file_async(&self) -> Result<(), ReloadError> {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || inner.reload_file()).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(ReloadError::Start(StartError::Upstream(format!(
+                "reload task failed: {e}"
+            )))),
+        }
     }
 
     /// Graceful stop: stop accepting, let in-flight requests finish and tunnels

@@ -169,7 +169,7 @@ async fn reload_on_hangup(handle: &latch::Handle, hangups: Hangups) {
     if let Some(mut hup) = hangups {
         while hup.recv().await.is_some() {
             info!("SIGHUP: reloading the config file");
-            if let Err(e) = handle.reload_file() {
+            if let Err(e) = handle.reload_file_async().await {
                 error!("reload refused, the running config stays: {e}");
             }
         }

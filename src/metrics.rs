@@ -4,17 +4,17 @@
 //! Two kinds of series. Events (requests, retries, checks, reloads, TLS
 //! failures) are counted as they happen, into prometheus-client families that
 //! live as long as the process; the proxy and the checkers call the methods
-//! of [`Metrics`] on their hot paths, where a call is a read-locked map lookup
-//! and an atomic add. The state of the pool (load, health, weight of each
-//! server) is not counted at all: it is read from the [`Shared`] state at each
-//! scrape into a fresh registry (`metrics/pool.rs`), so a server that leaves
-//! with a reload leaves `/metrics` too instead of lingering with its last
-//! values.
+//! of [`Metrics`] on their hot paths; per-request series are resolved once
+//! into [`UpstreamMetrics`] handles, so counting a request is an atomic add.
+//! The state of the pool (load, health, weight of each server) is not counted
+//! at all: the caller passes it in at each scrape and it is read into a fresh
+//! registry (`metrics/pool.rs`), so a server that leaves with a reload leaves
+//! `/metrics` too instead of lingering with its last values.
 //!
 //! Series name servers by their id (the configured address unless `id` is
 //! set), so they stay the same series across reloads.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,8 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::backend::Backend;
-use crate::proxy::Shared;
+use crate::backend::{Backend, Server};
 
 /// Content type of [`Metrics::encode`]'s output (OpenMetrics text, which
 /// Prometheus scrapes natively).
@@ -152,6 +151,20 @@ impl Metrics {
         histogram.observe(elapsed.as_secs_f64());
     }
 
+    /// Handles for the request series of upstream `name` and its servers
+    /// (`ids`, in the upstream's order), so that counting a request is an
+    /// atomic add with no label strings built. Series appear on first use.
+    pub fn upstream(&self, name: &str, ids: &[&str]) -> UpstreamMetrics {
+        UpstreamMetrics {
+            name: name.to_owned(),
+            ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            requests: self.requests.clone(),
+            durations: self.request_duration.clone(),
+            by_server: ids.iter().map(|_| Default::default()).collect(),
+            duration: Default::default(),
+        }
+    }
+
     /// One retried attempt; `reason` as in `retry.on` (error, timeout,
     /// invalid_header, http_502, ...).
     pub fn retry(&self, upstream: &str, reason: &str) {
@@ -186,30 +199,11 @@ impl Metrics {
     }
 
     /// The whole exposition ([`CONTENT_TYPE`]): the event series, then the
-    /// pool as `shared` holds it now.
-    pub fn encode(&self, shared: &Shared) -> String {
-        let snapshot = shared.snapshot.load_full();
-        let mut upstreams: Vec<(&str, &[Arc<Backend>])> = snapshot
-            .upstreams
-            .iter()
-            .map(|(name, up)| (name.as_str(), up.backends.as_slice()))
-            .collect();
-        upstreams.sort_by_key(|(name, _)| *name);
-        // Removed servers with tunnels left (the list is pruned at reloads only).
-        let draining: Vec<(String, Arc<Backend>)> = {
-            let list = shared
-                .draining
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            list.iter().filter(|(_, b)| b.load() > 0).cloned().collect()
-        };
-        self.encode_with(&upstreams, &draining)
-    }
-
-    fn encode_with(
+    /// pool as given: each upstream's servers, and the draining servers.
+    pub fn encode(
         &self,
         upstreams: &[(&str, &[Arc<Backend>])],
-        draining: &[(String, Arc<Backend>)],
+        draining: &[Arc<Server>],
     ) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -220,16 +214,63 @@ impl Metrics {
     }
 }
 
+/// One upstream's request series, resolved lazily and then kept.
+pub struct UpstreamMetrics {
+    name: String,
+    ids: Vec<String>,
+    requests: Family<RequestLabels, Counter>,
+    durations: Durations,
+    /// Per server, per status class (see [`class_index`]).
+    by_server: Vec<[OnceLock<Counter>; CLASSES]>,
+    duration: OnceLock<Histogram>,
+}
+
+impl std::fmt::Debug for UpstreamMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamMetrics")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamMetrics {
+    /// A request answered by the server at `index` of the upstream's list.
+    pub fn request(&self, index: usize, status: u16, elapsed: Duration) {
+        let class = class_index(status);
+        if let Some(slots) = self.by_server.get(index) {
+            let counter = slots[class].get_or_init(|| {
+                let labels = RequestLabels {
+                    upstream: self.name.clone(),
+                    server: self.ids[index].clone(),
+                    class: CLASS_NAMES[class],
+                };
+                self.requests.get_or_create(&labels).clone()
+            });
+            counter.inc();
+        }
+        let histogram = self.duration.get_or_init(|| {
+            let label = UpstreamLabel {
+                upstream: self.name.clone(),
+            };
+            self.durations.get_or_create(&label).clone()
+        });
+        histogram.observe(elapsed.as_secs_f64());
+    }
+}
+
+const CLASSES: usize = 6;
+const CLASS_NAMES: [&str; CLASSES] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+fn class_index(status: u16) -> usize {
+    match status / 100 {
+        1..=5 => usize::from(status / 100) - 1,
+        _ => 5,
+    }
+}
+
 /// "2xx" for 200..=299 and so on; "other" outside 100..=599.
 fn status_class(status: u16) -> &'static str {
-    match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        5 => "5xx",
-        _ => "other",
-    }
+    CLASS_NAMES[class_index(status)]
 }
 
 mod pool;

@@ -1,15 +1,19 @@
 //! Reload: swapping in a new config while every connection stays up.
 //!
 //! A reload is prepared completely before anything changes — new listener
-//! sockets bound, TLS set up, the new [`Snapshot`] built — so a failure at any
-//! step leaves the running config untouched. Then it is committed in one go:
+//! sockets bound, TLS set up, the new [`Routing`] table built on the pool's
+//! servers — so a failure at any step leaves the running config untouched.
+//! Then it is committed in one go. One lock (the generation's) is held from
+//! preparing to committing, so two reloads at once (SIGHUP and `POST
+//! /reload`) take turns instead of committing against each other's state.
 //!
-//! - The snapshot is swapped atomically. Requests in flight keep the one they
-//!   started with; servers that stay share their live state with the new
-//!   snapshot (counts, health, slow start survive).
-//! - Listeners are matched by bind address. A matched listener keeps its
-//!   socket and accept loop; only its TLS certificates and routes change. A
-//!   new one is bound; a removed one stops accepting (its connections finish).
+//! - The routing table is swapped atomically. Requests in flight keep the one
+//!   they started with; servers that stay are the same pool servers (counts,
+//!   health, slow start and idle upstream connections survive).
+//! - Listeners are matched by bind address and named by id. A matched
+//!   listener keeps its socket and accept loop; only its TLS certificates and
+//!   routes change. A new one is bound; a removed one stops accepting (its
+//!   connections finish).
 //! - Servers that left are *draining*: nothing new goes to them, and their
 //!   tunnels live until they close or the new config's `grace` runs out.
 //! - Health checkers restart for the new set of servers.
@@ -23,9 +27,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backend::Server;
 use crate::config::{Config, ConfigError};
 use crate::listener::{self, Accept, TlsSlot};
-use crate::proxy::Snapshot;
+use crate::proxy::Routing;
 use crate::{Inner, StartError, health};
 
 /// Why a reload was refused (the running config stays).
@@ -65,8 +70,8 @@ pub(crate) struct Bound {
 }
 
 enum Socket {
-    /// Keeps running listener number N of the current generation.
-    Kept(usize),
+    /// Keeps the running listener with this id.
+    Kept,
     New(TcpListener),
 }
 
@@ -102,7 +107,7 @@ pub(crate) fn bind_all(config: &Config, running: &[Running]) -> Result<Vec<Bound
         let (id, socket) = match matched {
             Some(j) => {
                 used[j] = true;
-                (running[j].id, Socket::Kept(j))
+                (running[j].id, Socket::Kept)
             }
             None => {
                 let tcp = listen(l.bind).map_err(|source| StartError::Bind {
@@ -156,33 +161,28 @@ impl Inner {
     }
 
     fn try_reload(&self, config: Config) -> Result<(), ReloadError> {
-        let current = self.generation();
+        let mut current = self.generation();
         let bound = bind_all(&config, &current.listeners)?;
         let ids: Vec<u64> = bound.iter().map(|b| b.id).collect();
-        let old = self.shared.snapshot.load_full();
-        let next = Snapshot::build(&config, &ids, Some(&old)).map_err(StartError::Upstream)?;
-        drop(current);
-        let removed = old.removed_in(&next);
-        self.shared.snapshot.store(Arc::new(next));
-        self.commit(config, bound, removed);
+        let shared = &self.shared;
+        let next = Routing::build(&config, &ids, &shared.pool, &shared.metrics)
+            .map_err(StartError::Upstream)?;
+        shared.routing.store(Arc::new(next));
+        self.commit(&mut current, config, bound);
         info!("reloaded");
         Ok(())
     }
 
-    /// Makes `config` the one in force; its snapshot is already in place.
-    pub(crate) fn commit(
-        &self,
-        config: Config,
-        bound: Vec<Bound>,
-        removed: Vec<(String, Arc<crate::backend::Backend>)>,
-    ) {
-        let mut current = self.generation();
-        let mut old: Vec<Option<Running>> = current.listeners.drain(..).map(Some).collect();
+    /// Makes `config` the one in force; its routing table is already in
+    /// place. The caller holds the generation lock from before `bind_all`.
+    pub(crate) fn commit(&self, current: &mut Generation, config: Config, bound: Vec<Bound>) {
+        let mut old: Vec<Running> = current.listeners.drain(..).collect();
         let mut listeners = Vec::new();
         for (b, l) in bound.into_iter().zip(&config.listeners) {
             let running = match b.socket {
-                Socket::Kept(j) => match old.get_mut(j).and_then(Option::take) {
-                    Some(r) => {
+                Socket::Kept => match old.iter().position(|r| r.id == b.id) {
+                    Some(j) => {
+                        let r = old.swap_remove(j);
                         r.tls.store(b.tls.map(Arc::new));
                         r
                     }
@@ -192,7 +192,7 @@ impl Inner {
             };
             listeners.push(running);
         }
-        for r in old.into_iter().flatten() {
+        for r in old {
             info!(addr = %r.addr, "listener removed; it stops accepting");
             r.stop.cancel();
         }
@@ -200,9 +200,9 @@ impl Inner {
 
         current.checks.cancel();
         current.checks = self.stop_accepting.child_token();
-        let snapshot = self.shared.snapshot.load();
+        let routing = self.shared.routing.load();
         for (name, up) in &config.upstreams {
-            if let (Some(check), Some(rt)) = (&up.check, snapshot.upstreams.get(name)) {
+            if let (Some(check), Some(rt)) = (&up.check, routing.upstreams.get(name)) {
                 let metrics = self.shared.metrics.clone();
                 health::spawn_checkers(
                     name,
@@ -214,6 +214,7 @@ impl Inner {
                 );
             }
         }
+        let removed = self.shared.pool.retire(&routing.server_keys());
         self.drain_removed(removed, config.server.grace);
         current.config = config;
     }
@@ -248,32 +249,17 @@ impl Inner {
         }
     }
 
-    /// Removed servers take nothing new (they are in no snapshot any more);
-    /// their tunnels get `grace`, then close.
-    fn drain_removed(
-        &self,
-        removed: Vec<(String, Arc<crate::backend::Backend>)>,
-        grace: std::time::Duration,
-    ) {
-        let mut list = self
-            .shared
-            .draining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        list.retain(|(_, b)| b.load() > 0);
-        for (upstream, b) in removed {
-            b.start_draining();
-            if b.load() == 0 {
-                continue;
-            }
-            warn!(%upstream, backend = %b.addr, tunnels = b.tunnels(), ?grace, "server removed; draining");
-            list.push((upstream, b.clone()));
+    /// Removed servers take nothing new (they are in no routing table any
+    /// more); their tunnels get `grace`, then close.
+    fn drain_removed(&self, removed: Vec<Arc<Server>>, grace: std::time::Duration) {
+        for s in removed {
+            warn!(upstream = %s.upstream, backend = %s.addr, tunnels = s.tunnels(), ?grace, "server removed; draining");
             // Not tracked: a stop must not wait for this timer. When a stop
             // begins, its own grace governs the tunnels instead.
             let stopping = self.stop_accepting.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = tokio::time::sleep(grace) => b.close_tunnels(),
+                    _ = tokio::time::sleep(grace) => s.close_tunnels(),
                     _ = stopping.cancelled() => {}
                 }
             });

@@ -589,13 +589,13 @@ async fn serve_admin(
     let text = simple_config(&[spawn_refusing().await], "");
     let config = latch::Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
     let metrics = Arc::new(latch::metrics::Metrics::new());
+    let pool = latch::backend::Pool::default();
+    let routing = latch::proxy::Routing::build(&config, &[], &pool, &metrics).unwrap();
     let shared = Arc::new(latch::proxy::Shared {
-        snapshot: arc_swap::ArcSwap::from_pointee(
-            latch::proxy::Snapshot::build(&config, &[], None).unwrap(),
-        ),
+        routing: arc_swap::ArcSwap::from_pointee(routing),
+        pool,
         tunnels: Default::default(),
         hard_stop: Default::default(),
-        draining: Default::default(),
         metrics: metrics.clone(),
     });
     let state = latch::admin::AdminState {

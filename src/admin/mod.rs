@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::backend::Backend;
 use crate::metrics::{self, Metrics};
 use crate::proxy::Shared;
 use status::Status;
@@ -129,7 +130,15 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
             }
         }
         "/metrics" => {
-            let body = state.metrics.encode(&state.shared);
+            let routing = state.shared.routing.load_full();
+            let mut upstreams: Vec<(&str, &[Arc<Backend>])> = routing
+                .upstreams
+                .iter()
+                .map(|(name, up)| (name.as_str(), up.backends.as_slice()))
+                .collect();
+            upstreams.sort_by_key(|(name, _)| *name);
+            let draining = state.shared.pool.draining.servers();
+            let body = state.metrics.encode(&upstreams, &draining);
             respond(StatusCode::OK, metrics::CONTENT_TYPE, body)
         }
         "/" => {

@@ -4,12 +4,11 @@
 //! state (atomics and the check report), so it never goes stale and costs
 //! nothing between requests.
 
-use std::sync::{Arc, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Server};
 use crate::config::Balance;
 use crate::metrics::server_state;
 use crate::proxy::Shared;
@@ -71,8 +70,8 @@ pub struct CheckView {
 impl Status {
     /// The state of `shared` now; `uptime_secs` is the caller's to give.
     pub fn collect(shared: &Shared, uptime_secs: u64) -> Status {
-        let snapshot = shared.snapshot.load_full();
-        let mut upstreams: Vec<UpstreamView> = snapshot
+        let routing = shared.routing.load_full();
+        let mut upstreams: Vec<UpstreamView> = routing
             .upstreams
             .values()
             .map(|up| UpstreamView {
@@ -82,12 +81,14 @@ impl Status {
             })
             .collect();
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
-        let draining = draining(shared);
-        let draining = draining
+        let draining = shared
+            .pool
+            .draining
+            .servers()
             .iter()
-            .map(|(upstream, b)| DrainingView {
-                upstream: upstream.clone(),
-                server: ServerView::of(b),
+            .map(|s| DrainingView {
+                upstream: s.upstream.clone(),
+                server: ServerView::of_server(s, 0, false, None),
             })
             .collect();
         Status {
@@ -101,13 +102,24 @@ impl Status {
 
 impl ServerView {
     pub fn of(b: &Backend) -> ServerView {
+        ServerView::of_server(b, b.weight, b.backup, b.max_conns)
+    }
+
+    /// A server with the settings the routing table gives it (a draining
+    /// server is in none: weight 0).
+    pub fn of_server(
+        b: &Server,
+        weight: u32,
+        backup: bool,
+        max_conns: Option<usize>,
+    ) -> ServerView {
         let report = b.condition.snapshot_report();
         ServerView {
             id: b.id.clone(),
             addr: b.addr.to_string(),
-            weight: b.weight,
-            backup: b.backup,
-            max_conns: b.max_conns,
+            weight,
+            backup,
+            max_conns,
             state: server_state(b),
             active: b.active(),
             tunnels: b.tunnels(),
@@ -123,17 +135,6 @@ impl ServerView {
             last_transition_unix: report.last_transition.map(unix),
         }
     }
-}
-
-/// Servers removed by a reload that still hold tunnels or requests. The
-/// shared list is pruned only at the next reload; emptied servers are
-/// skipped here.
-pub fn draining(shared: &Shared) -> Vec<(String, Arc<Backend>)> {
-    let list = shared
-        .draining
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    list.iter().filter(|(_, b)| b.load() > 0).cloned().collect()
 }
 
 /// The name `balance` has in the config file.

@@ -1,50 +1,48 @@
-//! Backends and their live state.
+//! Backends: the long-lived [`Server`]s of the pool, and the [`Backend`] view
+//! of one in the routing table.
 //!
-//! A [`Backend`] is one server of an upstream: its address and weight from the
-//! config, plus counters that the proxy moves with RAII guards ([`Active`],
-//! [`Tunnel`]) so that every path — finish, error, client gone, cancellation —
-//! gives the slot back. Selectors read this state; they never write it.
+//! A [`Server`] is what lives across reloads: its live counters, moved by RAII
+//! guards ([`Active`], [`Tunnel`]) so that every path — finish, error, client
+//! gone, cancellation — gives the slot back; its health [`Condition`]; its
+//! drain flag; and its idle upstream connections. The [`Pool`] owns every
+//! server by `(upstream, id, address)`; reload (and later discovery) is the
+//! only writer of that set. A reload builds a new routing table whose
+//! [`Backend`]s point at the pool's servers, so a server that stays keeps its
+//! counts, health, slow start *and* its keep-alive connections. A server that
+//! leaves is *draining*: no new requests, and its tunnels close when they end
+//! or when the grace period does.
 //!
-//! A reload builds new `Backend`s from the new config, but a server that
-//! stays (same upstream, same `id`, same address) shares its live state — the
-//! counters and the [`Condition`] — with its predecessor, so its counts,
-//! health and slow start carry over, and guards taken before the reload still
-//! count against it. A server that leaves is *draining*: no new requests, and
-//! its tunnels close when they end or when the grace period does.
+//! A [`Backend`] adds what the config says about the server in one routing
+//! generation (weight, `max_conns`, backup) and derefs to its [`Server`].
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
 mod condition;
+pub mod conn;
+mod pool;
 
 pub use condition::{Condition, Report, now_ms};
+pub use pool::{Draining, Pool, ServerKey};
 
 use crate::config::{Passive, ServerConfig, UpstreamConfig};
 
-/// One server of an upstream.
+/// One server of an upstream as the pool keeps it, across reloads.
 #[derive(Debug)]
-pub struct Backend {
-    /// Stable identity: the configured address as text. It does not depend on
-    /// the server's position in the list, so reordering servers changes nothing.
+pub struct Server {
+    /// The upstream it belongs to (a server listed in two upstreams is two
+    /// servers: their counts and health are separate).
+    pub upstream: String,
+    /// Stable identity: the configured `id`, or the address as text. It does
+    /// not depend on the server's position in the list.
     pub id: String,
     pub addr: SocketAddr,
-    pub weight: u32,
-    /// Requests + tunnels allowed at once.
-    pub max_conns: Option<usize>,
-    /// Used only while no primary can take a request.
-    pub backup: bool,
-    /// Health as checks see it, and slow start (kept across reloads).
-    pub condition: Arc<Condition>,
-    /// Counters and the drain signal (kept across reloads).
-    live: Arc<Live>,
-}
-
-/// The state of a server that outlives any one config.
-#[derive(Debug, Default)]
-struct Live {
+    /// Health as checks see it, and slow start.
+    pub condition: Condition,
     /// Requests in flight (head sent, response not finished).
     active: AtomicUsize,
     /// Open upgraded tunnels (WebSockets).
@@ -55,90 +53,130 @@ struct Live {
     draining: AtomicBool,
     /// Cancelled when a draining server's tunnels must close.
     closed: CancellationToken,
+    /// Keep-alive connections to this server, waiting for a request.
+    pub idle: conn::Idle,
+}
+
+impl Server {
+    /// A server of `up` with that upstream's passive checks and slow start.
+    pub fn new(upstream: &str, cfg: &ServerConfig, up: &UpstreamConfig) -> Server {
+        let start_up = up.check.as_ref().is_none_or(|c| c.start_up);
+        Server::with_condition(
+            upstream,
+            cfg,
+            Condition::new(up.passive, up.slow_start, start_up),
+        )
+    }
+
+    fn with_condition(upstream: &str, cfg: &ServerConfig, condition: Condition) -> Server {
+        Server {
+            upstream: upstream.to_owned(),
+            id: cfg.id.clone(),
+            addr: cfg.addr,
+            condition,
+            active: AtomicUsize::new(0),
+            tunnels: AtomicUsize::new(0),
+            total: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            closed: CancellationToken::new(),
+            idle: conn::Idle::default(),
+        }
+    }
+
+    /// Marks the server as removed: it takes no new requests (it is no longer
+    /// in the routing table), its idle connections close, and its tunnels
+    /// close on [`Server::close_tunnels`].
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.idle.clear();
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Ends the tunnels of a draining server (its grace period is over).
+    pub fn close_tunnels(&self) {
+        self.closed.cancel();
+    }
+
+    /// Resolves when the server's tunnels must close.
+    pub fn tunnels_closed(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.closed.clone().cancelled_owned()
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// In-flight requests plus open tunnels: what least-connections compares.
+    pub fn load(&self) -> usize {
+        self.active() + self.tunnels()
+    }
+}
+
+/// One server as one routing generation sees it: the config's settings for
+/// it, and the pool's [`Server`] it derefs to.
+#[derive(Debug)]
+pub struct Backend {
+    server: Arc<Server>,
+    pub weight: u32,
+    /// Requests + tunnels allowed at once.
+    pub max_conns: Option<usize>,
+    /// Used only while no primary can take a request.
+    pub backup: bool,
+}
+
+impl Deref for Backend {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 impl Backend {
-    /// A backend with no health checks, passive checks or slow start.
+    /// A backend of its own, with no health checks, passive checks or slow
+    /// start, and in no pool (for tests and benchmarks of the algorithms).
     pub fn new(cfg: &ServerConfig) -> Backend {
+        Backend::standalone("", cfg)
+    }
+
+    /// Like [`Backend::new`], in upstream `upstream`.
+    pub fn standalone(upstream: &str, cfg: &ServerConfig) -> Backend {
         let off = Passive {
             max_fails: 0,
             fail_timeout: std::time::Duration::ZERO,
         };
-        Backend::build(
-            cfg,
-            Arc::new(Condition::new(off, None, true)),
-            Arc::default(),
-        )
+        let server = Server::with_condition(upstream, cfg, Condition::new(off, None, true));
+        Backend::on(Arc::new(server), cfg)
     }
 
-    /// A server of `up`, with that upstream's passive checks and slow start.
-    /// With `previous` (the same server in the config being replaced), the
-    /// live state carries over and only the settings change.
-    pub fn for_upstream(
-        cfg: &ServerConfig,
-        up: &UpstreamConfig,
-        previous: Option<&Backend>,
-    ) -> Backend {
-        match previous {
-            Some(p) => {
-                p.condition.reconfigure(up.passive, up.slow_start);
-                Backend::build(cfg, p.condition.clone(), p.live.clone())
-            }
-            None => {
-                let start_up = up.check.as_ref().is_none_or(|c| c.start_up);
-                let condition = Condition::new(up.passive, up.slow_start, start_up);
-                Backend::build(cfg, Arc::new(condition), Arc::default())
-            }
-        }
-    }
-
-    fn build(cfg: &ServerConfig, condition: Arc<Condition>, live: Arc<Live>) -> Backend {
+    /// The view of `server` that `cfg` describes.
+    pub fn on(server: Arc<Server>, cfg: &ServerConfig) -> Backend {
         Backend {
-            condition,
-            live,
-            id: cfg.id.clone(),
-            addr: cfg.addr,
+            server,
             weight: cfg.weight,
             max_conns: cfg.max_conns,
             backup: cfg.backup,
         }
     }
 
-    /// Whether `other` is this same server in another config generation.
+    /// The pool's server behind this view.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// Whether `other` is this same server in another routing generation.
     pub fn same_server(&self, other: &Backend) -> bool {
-        Arc::ptr_eq(&self.live, &other.live)
-    }
-
-    /// Marks the server as removed: it takes no new requests (it is no longer
-    /// in any snapshot) and its tunnels close on [`Backend::close_tunnels`].
-    pub fn start_draining(&self) {
-        self.live.draining.store(true, Ordering::Release);
-    }
-
-    pub fn draining(&self) -> bool {
-        self.live.draining.load(Ordering::Acquire)
-    }
-
-    /// Ends the tunnels of a draining server (its grace period is over).
-    pub fn close_tunnels(&self) {
-        self.live.closed.cancel();
-    }
-
-    /// Resolves when the server's tunnels must close.
-    pub fn tunnels_closed(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.live.closed.clone().cancelled_owned()
-    }
-
-    pub fn active(&self) -> usize {
-        self.live.active.load(Ordering::Relaxed)
-    }
-
-    pub fn tunnels(&self) -> usize {
-        self.live.tunnels.load(Ordering::Relaxed)
-    }
-
-    pub fn total(&self) -> u64 {
-        self.live.total.load(Ordering::Relaxed)
+        Arc::ptr_eq(&self.server, &other.server)
     }
 
     /// Weight to balance with now: the configured weight in thousandths,
@@ -147,56 +185,51 @@ impl Backend {
         u64::from(self.weight) * self.condition.weight_permille()
     }
 
-    /// In-flight requests plus open tunnels: what least-connections compares.
-    pub fn load(&self) -> usize {
-        self.active() + self.tunnels()
-    }
-
     /// At `max_conns`: takes nothing new.
     pub fn is_full(&self) -> bool {
         self.max_conns.is_some_and(|m| self.load() >= m)
     }
 
     /// Counts one request in flight until the guard is dropped.
-    pub fn start_request(self: &Arc<Self>) -> Active {
-        self.live.active.fetch_add(1, Ordering::Relaxed);
-        self.live.total.fetch_add(1, Ordering::Relaxed);
-        Active(self.clone())
+    pub fn start_request(&self) -> Active {
+        self.server.active.fetch_add(1, Ordering::Relaxed);
+        self.server.total.fetch_add(1, Ordering::Relaxed);
+        Active(self.server.clone())
     }
 
     /// Like [`Backend::start_request`], but only below `max_conns`; the check
     /// and the increment are one atomic step, so racing requests cannot
     /// overshoot the limit.
-    pub fn try_start_request(self: &Arc<Self>) -> Option<Active> {
+    pub fn try_start_request(&self) -> Option<Active> {
         let Some(max) = self.max_conns else {
             return Some(self.start_request());
         };
-        self.live
-            .active
+        let s = &self.server;
+        s.active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
-                (a + self.tunnels() < max).then_some(a + 1)
+                (a + s.tunnels() < max).then_some(a + 1)
             })
             .ok()?;
-        self.live.total.fetch_add(1, Ordering::Relaxed);
-        Some(Active(self.clone()))
+        s.total.fetch_add(1, Ordering::Relaxed);
+        Some(Active(s.clone()))
     }
 }
 
 // === impl Active ===
 
-/// One request in flight on a backend; decrements on drop.
+/// One request in flight on a server; decrements on drop.
 #[derive(Debug)]
-pub struct Active(Arc<Backend>);
+pub struct Active(Arc<Server>);
 
 impl Active {
-    pub fn backend(&self) -> &Arc<Backend> {
+    pub fn server(&self) -> &Arc<Server> {
         &self.0
     }
 
     /// The request became a tunnel: it stops counting as a request and starts
     /// counting as a tunnel, with no moment where it counts as neither.
     pub fn into_tunnel(self) -> Tunnel {
-        self.0.live.tunnels.fetch_add(1, Ordering::Relaxed);
+        self.0.tunnels.fetch_add(1, Ordering::Relaxed);
         Tunnel(self.0.clone())
         // `self` drops here and releases the request slot.
     }
@@ -204,25 +237,25 @@ impl Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.live.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 // === impl Tunnel ===
 
-/// One open tunnel on a backend; decrements on drop.
+/// One open tunnel on a server; decrements on drop.
 #[derive(Debug)]
-pub struct Tunnel(Arc<Backend>);
+pub struct Tunnel(Arc<Server>);
 
 impl Tunnel {
-    pub fn backend(&self) -> &Arc<Backend> {
+    pub fn server(&self) -> &Arc<Server> {
         &self.0
     }
 }
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
-        self.0.live.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -232,10 +265,7 @@ mod tests {
 
     #[test]
     fn guards_count_exactly() {
-        let b = Arc::new(Backend::new(&ServerConfig::new(
-            "127.0.0.1:1".parse().unwrap(),
-            1,
-        )));
+        let b = Backend::new(&ServerConfig::new("127.0.0.1:1".parse().unwrap(), 1));
         let a1 = b.start_request();
         let a2 = b.start_request();
         assert_eq!((b.active(), b.tunnels()), (2, 0));

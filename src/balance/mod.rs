@@ -2,12 +2,15 @@
 //!
 //! Pure code — no sockets, no hyper. A [`Balancer`] sees the upstream's
 //! backends (with their live counters) and a predicate saying which of them may
-//! be used right now; the caller decides usability (health, limits, servers
-//! already tried), so each algorithm only has to be fair among the eligible.
+//! be used right now, so each algorithm only has to be fair among the
+//! eligible. [`Policy`] (`policy.rs`) is the one place that decides placement:
+//! it is fed a [`RequestKey`] built once per request and decides usability
+//! (pins, health, limits, backups, servers already tried).
 
 pub mod hash;
 mod least_conn;
 mod maglev;
+mod policy;
 mod random;
 mod round_robin;
 
@@ -20,6 +23,7 @@ use crate::config::Balance;
 pub use hash::hash64;
 pub use least_conn::LeastConn;
 pub use maglev::Maglev;
+pub use policy::{How, Pin, Placed, Placement, Policy, Repin, RequestKey, Tried};
 pub use random::PowerOfTwo;
 pub use round_robin::SmoothRoundRobin;
 

@@ -96,9 +96,9 @@ impl ConnCtx {
     async fn connection(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         // Settings and certificates as of this connection's arrival.
-        let snapshot = self.shared.snapshot.load();
-        let server = snapshot.server.clone();
-        let routes = snapshot.listeners.get(&self.id).cloned();
+        let routing = self.shared.routing.load();
+        let server = routing.server.clone();
+        let routes = routing.listeners.get(&self.id).cloned();
         let acceptor = self.tls.load_full();
         let info = Arc::new(ConnInfo {
             listener: self.id,

@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Server};
 
 /// Every value of the `state` label, in display order.
 pub const STATES: [&str; 5] = ["up", "slow_start", "down", "out", "draining"];
@@ -19,7 +19,7 @@ pub const STATES: [&str; 5] = ["up", "slow_start", "down", "out", "draining"];
 /// How an operator names the state of a server: `draining` (removed by a
 /// reload, tunnels still open), `down` (failing active checks), `out` (taken
 /// out by passive checks), `slow_start` (back, weight still ramping) or `up`.
-pub fn server_state(b: &Backend) -> &'static str {
+pub fn server_state(b: &Server) -> &'static str {
     let c = &b.condition;
     if b.draining() {
         "draining"
@@ -50,7 +50,7 @@ struct StateLabels {
 /// back under the same id adds its load to the new one's series.
 pub(super) fn registry(
     upstreams: &[(&str, &[Arc<Backend>])],
-    draining: &[(String, Arc<Backend>)],
+    draining: &[Arc<Server>],
 ) -> Registry {
     let active = Family::<ServerLabels, Gauge>::default();
     let tunnels = Family::<ServerLabels, Gauge>::default();
@@ -59,7 +59,7 @@ pub(super) fn registry(
     let total = Family::<ServerLabels, Counter>::default();
     let states = Family::<StateLabels, Gauge>::default();
 
-    let count = |upstream: &str, b: &Backend| {
+    let count = |upstream: &str, b: &Server| {
         let labels = ServerLabels {
             upstream: upstream.to_owned(),
             server: b.id.clone(),
@@ -86,8 +86,8 @@ pub(super) fn registry(
             states.get_or_create(&labels).set(0);
         }
     }
-    for (upstream, b) in draining {
-        let labels = count(upstream, b);
+    for b in draining {
+        let labels = count(&b.upstream, b);
         up.get_or_create(&labels).set(0);
     }
     for (upstream, backends) in upstreams {

@@ -25,7 +25,7 @@ fn requests_are_counted_by_class_with_durations() {
     m.request("app", "127.0.0.1:1", 204, Duration::from_millis(40));
     m.request("app", "", 503, Duration::from_secs(100));
     m.request("app", "127.0.0.1:1", 101, Duration::ZERO);
-    let text = m.encode_with(&[], &[]);
+    let text = m.encode(&[], &[]);
     let s = |labels: &str| value(&text, &format!("latch_requests_total{{{labels}}}"));
     assert_eq!(
         s(r#"upstream="app",server="127.0.0.1:1",class="2xx""#),
@@ -58,7 +58,7 @@ fn retries_checks_reloads_and_tls_failures() {
     m.reload(false);
     m.reload(false);
     m.tls_handshake_failure();
-    let text = m.encode_with(&[], &[]);
+    let text = m.encode(&[], &[]);
     for (series, want) in [
         (
             r#"latch_retries_total{upstream="app",reason="timeout"}"#,
@@ -102,11 +102,11 @@ fn pool_gauges_follow_the_servers_given() {
     let r1 = a.start_request();
     let _tunnel = a.start_request().into_tunnel();
     b.condition.set_active(false);
-    let gone = backend("127.0.0.1:3");
+    let gone = Backend::standalone("app", &ServerConfig::new("127.0.0.1:3".parse().unwrap(), 1));
     gone.start_draining();
     let _held = gone.start_request().into_tunnel();
     let servers = [a.clone(), b.clone()];
-    let text = m.encode_with(&[("app", &servers)], &[("app".into(), gone.clone())]);
+    let text = m.encode(&[("app", &servers)], &[gone.server().clone()]);
     let v = |name: &str, server: &str| {
         value(
             &text,
@@ -138,7 +138,7 @@ fn pool_gauges_follow_the_servers_given() {
 
     // The next scrape no longer has server 2 nor the drained one.
     drop(r1);
-    let text = m.encode_with(&[("app", &servers[..1])], &[]);
+    let text = m.encode(&[("app", &servers[..1])], &[]);
     assert!(
         !text.contains("127.0.0.1:2") && !text.contains("127.0.0.1:3"),
         "{text}"
@@ -156,7 +156,7 @@ fn pool_gauges_follow_the_servers_given() {
 fn label_values_are_escaped() {
     let m = Metrics::new();
     m.retry("a\"b\\c\nd", "error");
-    let text = m.encode_with(&[], &[]);
+    let text = m.encode(&[], &[]);
     assert!(
         text.contains(r#"latch_retries_total{upstream="a\"b\\c\nd",reason="error"} 1"#),
         "{text}"

@@ -5,20 +5,31 @@
 //! under the target `access`, so `RUST_LOG` can route or silence them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode};
 use tracing::info;
 
+use super::Upstream;
+use crate::balance::How;
 use crate::config::AccessLog;
 
-/// Where a request was sent; attached to the response by the forwarder.
+/// Where a request was sent, how that server was chosen, and in how many
+/// attempts; the forwarder returns it with the response.
 #[derive(Debug, Clone)]
 pub struct Served {
-    pub upstream: String,
-    /// The server's `id` (its address unless configured), as metrics label it.
-    pub server: String,
-    pub backend: SocketAddr,
+    pub upstream: Arc<Upstream>,
+    /// Position of the server in `upstream.backends`.
+    pub index: usize,
+    pub how: How,
+    pub attempts: u32,
+}
+
+impl Served {
+    pub fn addr(&self) -> SocketAddr {
+        self.upstream.backends[self.index].addr
+    }
 }
 
 /// One request's line, waiting for its byte count.
@@ -36,20 +47,25 @@ impl super::body::OnEnd for Entry {
     /// The response is done (or abandoned): write the line.
     fn ended(self, bytes: u64) {
         let secs = self.started.elapsed().as_secs_f64();
-        let (upstream, backend) = match &self.served {
-            Some(s) => (s.upstream.as_str(), s.backend.to_string()),
-            None => ("-", "-".to_string()),
+        let (upstream, backend, how, attempts) = match &self.served {
+            Some(s) => (
+                s.upstream.name.as_str(),
+                s.addr().to_string(),
+                s.how.as_str(),
+                s.attempts,
+            ),
+            None => ("-", "-".to_string(), "-", 0),
         };
         match self.format {
             AccessLog::Off => {}
             AccessLog::Text => info!(
                 target: "access",
-                "{} \"{} {}\" {} {} {} {} {:.3}",
-                self.peer, self.method, self.target, self.status.as_u16(), bytes, upstream, backend, secs
+                "{} \"{} {}\" {} {} {} {} {:.3} {} {}",
+                self.peer, self.method, self.target, self.status.as_u16(), bytes, upstream, backend, secs, how, attempts
             ),
             AccessLog::Json => info!(
                 target: "access",
-                "{{\"client\":{},\"method\":{},\"target\":{},\"status\":{},\"bytes\":{},\"upstream\":{},\"server\":{},\"secs\":{:.6}}}",
+                "{{\"client\":{},\"method\":{},\"target\":{},\"status\":{},\"bytes\":{},\"upstream\":{},\"server\":{},\"secs\":{:.6},\"chosen\":{},\"attempts\":{}}}",
                 json(&self.peer.to_string()),
                 json(self.method.as_str()),
                 json(self.target.as_str()),
@@ -57,7 +73,9 @@ impl super::body::OnEnd for Entry {
                 bytes,
                 json(upstream),
                 json(&backend),
-                secs
+                secs,
+                json(how),
+                attempts
             ),
         }
     }

@@ -15,8 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::Active;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub use crate::body::{Body, BoxError};
 
 /// What to do when a body ends, told how many data bytes went through.
 pub trait OnEnd: Unpin + Send + Sync + 'static {

@@ -70,16 +70,12 @@ impl ProxyError {
         resp
     }
 
-    /// Classifies a failure of the pooled client.
-    pub fn from_client(addr: SocketAddr, e: hyper_util::client::legacy::Error) -> ProxyError {
-        let detail = chain(&e);
-        if e.is_connect() {
-            if timed_out(&e) {
-                ProxyError::ConnectTimeout(addr)
-            } else {
-                ProxyError::Connect(addr, detail)
-            }
-        } else if parse_error(&e) {
+    /// Classifies a failed exchange on an upstream connection (after it
+    /// was opened): a response head that did not parse is `invalid_header`,
+    /// anything else `error`.
+    pub fn from_hyper(addr: SocketAddr, e: &hyper::Error) -> ProxyError {
+        let detail = chain(e);
+        if e.is_parse() || e.is_parse_status() {
             ProxyError::InvalidHeader(addr, detail)
         } else {
             ProxyError::BadResponse(addr, detail)
@@ -128,19 +124,6 @@ impl Condition {
     }
 }
 
-fn parse_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut src = Some(e);
-    while let Some(s) = src {
-        if s.downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_parse() || h.is_parse_status())
-        {
-            return true;
-        }
-        src = s.source();
-    }
-    false
-}
-
 /// The error and all its causes, `: `-joined, for the log.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -151,17 +134,4 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     out
-}
-
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut src = Some(e);
-    while let Some(s) = src {
-        if s.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        src = s.source();
-    }
-    false
 }

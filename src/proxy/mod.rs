@@ -1,21 +1,23 @@
 //! The HTTP side of latch: one hyper service per client connection that routes
-//! each request to an upstream, picks a backend, forwards the request with its
+//! each request to an upstream, places it on a backend, forwards it with its
 //! body streamed, and streams the answer back. An Upgrade request whose backend
 //! answers `101` becomes a byte tunnel (`tunnel.rs`) counted as a tunnel, not a
 //! request, for as long as it lives.
 //!
-//! Layout: `upstream.rs` holds the routable state (a [`Snapshot`]), `headers.rs`
-//! rewrites headers, `body.rs` the body types, `error.rs` maps failures to
-//! statuses, `tunnel.rs` copies upgraded bytes.
+//! Layout: `routing.rs` holds the swappable [`Routing`] table, `select.rs`
+//! builds a request's placement key, `forward.rs` runs the attempts,
+//! `headers.rs` rewrites headers, `body.rs` the body types, `error.rs` maps
+//! failures to statuses, `tunnel.rs` copies upgraded bytes. What outlives a
+//! reload (servers, their counts and connections) is the [`Pool`]'s.
 
 pub mod access;
 mod body;
 mod error;
 mod forward;
 mod headers;
+mod routing;
 mod select;
 pub mod tunnel;
-mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,20 +33,22 @@ use tracing::{debug, warn};
 
 pub use body::{Body, BoxError, HoldUntilEnd, OnEnd};
 pub use error::ProxyError;
-pub use upstream::{ListenerRoutes, Snapshot, Upstream};
+pub use routing::{ListenerRoutes, Routing, Upstream};
+
+use crate::backend::Pool;
 
 /// State shared by every connection of every listener.
 #[derive(Debug)]
 pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The routing table in force; a reload swaps it whole.
+    pub routing: ArcSwap<Routing>,
+    /// Every server and its live state; lives as long as the process.
+    pub pool: Pool,
     /// Tunnels outlive their HTTP connection; they are tracked here so a stop
     /// can wait for them.
     pub tunnels: TaskTracker,
     /// Cancelled when tunnels must close (end of the grace period).
     pub hard_stop: CancellationToken,
-    /// Servers removed by a reload whose tunnels are still open:
-    /// `(upstream, server)`. Pruned as they empty.
-    pub draining: std::sync::Mutex<Vec<(String, Arc<crate::backend::Backend>)>>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -67,7 +71,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
-    let snapshot = shared.snapshot.load_full();
+    let routing = shared.routing.load_full();
     let method = req.method().clone();
     // A clone shares the request's bytes: no allocation on the hot path.
     let target = req
@@ -75,8 +79,8 @@ pub async fn handle(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let resp = match forward::forward(&shared, &snapshot, &conn, req).await {
-        Ok(resp) => resp,
+    let (resp, served) = match forward::forward(&shared, &routing, &conn, req).await {
+        Ok((resp, served)) => (resp, Some(served)),
         Err(e) => {
             let status = e.status().as_u16();
             if e.status().is_server_error() {
@@ -84,22 +88,22 @@ pub async fn handle(
             } else {
                 debug!(peer = %conn.peer, %method, %target, status, "{e}");
             }
-            e.response()
+            (e.response(), None)
         }
     };
-    let served = resp.extensions().get::<access::Served>().cloned();
-    let (upstream, server) = match &served {
-        Some(s) => (s.upstream.as_str(), s.server.as_str()),
-        None => ("", ""),
-    };
-    shared
-        .metrics
-        .request(upstream, server, resp.status().as_u16(), started.elapsed());
-    let format = snapshot.server.access_log;
+    let status = resp.status();
+    match &served {
+        Some(s) => s
+            .upstream
+            .metrics
+            .request(s.index, status.as_u16(), started.elapsed()),
+        None => shared
+            .metrics
+            .request("", "", status.as_u16(), started.elapsed()),
+    }
+    let format = routing.server.access_log;
     // Tunnels log their own line when they close.
-    if format == crate::config::AccessLog::Off
-        || resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
-    {
+    if format == crate::config::AccessLog::Off || status == http::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(resp);
     }
     let entry = access::Entry {
@@ -107,7 +111,7 @@ pub async fn handle(
         peer: conn.peer,
         method,
         target,
-        status: resp.status(),
+        status,
         served,
         started,
     };

@@ -1,6 +1,8 @@
 //! Raw, misbehaving backends. Their tasks live until the test's runtime ends.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,4 +91,64 @@ pub(super) async fn drain(s: &mut TcpStream, limit: Duration) {
         }
     })
     .await;
+}
+
+/// A keep-alive HTTP/1.1 backend that answers every request `200 ok` and
+/// closes a connection once it has been idle for `idle` (as Node.js closes
+/// after its `keepAliveTimeout`). Counts connections accepted and closed.
+pub struct KeepAlive {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    pub closed: Arc<AtomicUsize>,
+}
+
+pub async fn spawn_keepalive(idle: Duration) -> KeepAlive {
+    spawn_keepalive_limited(idle, usize::MAX).await
+}
+
+/// Like [`spawn_keepalive`], but a connection answers only `answers`
+/// requests: the next one is read and the connection closed unanswered (a
+/// server whose keep-alive timer fired just as the request arrived).
+pub async fn spawn_keepalive_limited(idle: Duration, answers: usize) -> KeepAlive {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (a, c) = (accepted.clone(), closed.clone());
+    let addr = spawn_raw("keepalive", move |mut s| {
+        a.fetch_add(1, Ordering::SeqCst);
+        let c = c.clone();
+        async move {
+            let mut answered = 0;
+            for _ in 0..=answers {
+                let head = match tokio::time::timeout(idle, read_head(&mut s)).await {
+                    Ok(head) if !head.is_empty() => head,
+                    _ => break, // idle too long, or the peer closed
+                };
+                let _ = head;
+                if n_answered(&mut answered, answers) {
+                    break; // read, never answered
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if s.write_all(answer).await.is_err() {
+                    break;
+                }
+            }
+            drop(s);
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    KeepAlive {
+        addr,
+        accepted,
+        closed,
+    }
+}
+
+/// Counts one more answer; true when `limit` were given already.
+fn n_answered(answered: &mut usize, limit: usize) -> bool {
+    if *answered >= limit {
+        return true;
+    }
+    *answered += 1;
+    false
 }

@@ -28,7 +28,10 @@ pub use faults::{
     spawn_tls_handshaker, spawn_ws_answers_200, spawn_ws_bad_accept, wait_until,
 };
 #[allow(unused_imports)]
-pub use faulty::{spawn_blackhole, spawn_garbage, spawn_refusing};
+pub use faulty::{
+    KeepAlive, spawn_blackhole, spawn_garbage, spawn_keepalive, spawn_keepalive_limited,
+    spawn_refusing,
+};
 #[allow(unused_imports)]
 pub use http_client::{
     Echo, Got, HttpConn, http_get, http_get_with, http_request, parse_echo, raw_exchange,
