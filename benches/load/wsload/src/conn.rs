@@ -44,32 +44,46 @@ impl Target {
         addrs.sort_by_key(|a| !a.is_ipv4()); // the bench listens on 127.0.0.1
         let addr = *addrs.first().ok_or_else(|| format!("{host}: no address"))?;
         let tls = if secure {
-            let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+            let name =
+                ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
             Some((TlsConnector::from(crate::tls::client()?), name))
         } else {
             None
         };
-        Ok(Arc::new(Target { url: url.to_string(), addr, tls }))
+        Ok(Arc::new(Target {
+            url: url.to_string(),
+            addr,
+            tls,
+        }))
     }
 
     /// TCP (no Nagle), then TLS if `wss`, then the WebSocket handshake.
     pub async fn connect(&self) -> Result<Ws, String> {
-        let tcp = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
         let stream = match &self.tls {
             None => Either::Left(tcp),
-            Some((connector, name)) => {
-                Either::Right(connector.connect(name.clone(), tcp).await.map_err(|e| format!("tls: {e}"))?)
-            }
+            Some((connector, name)) => Either::Right(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("tls: {e}"))?,
+            ),
         };
-        let (ws, _) = client_async(self.url.as_str(), stream).await.map_err(|e| format!("handshake: {e}"))?;
+        let (ws, _) = client_async(self.url.as_str(), stream)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
         Ok(ws)
     }
 }
 
 /// Sends `msg` and waits for its echo (pings in between are answered by tungstenite).
 pub async fn round_trip(ws: &mut Ws, msg: &Bytes) -> Result<(), String> {
-    ws.send(Message::Binary(msg.clone())).await.map_err(|e| format!("send: {e}"))?;
+    ws.send(Message::Binary(msg.clone()))
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(b))) if b.len() == msg.len() => return Ok(()),

@@ -52,7 +52,10 @@ pub async fn run(url: &str, conns: usize, secs: Duration) -> Result<(), String> 
     let target = Target::parse(url).await?;
     let (streams, mut all) = open(&target, conns).await;
     if streams.is_empty() {
-        return Err(format!("no connection opened: {}", all.first_error.unwrap_or_default()));
+        return Err(format!(
+            "no connection opened: {}",
+            all.first_error.unwrap_or_default()
+        ));
     }
     let opened = streams.len();
     let start = Instant::now() + WARM_UP;
@@ -67,7 +70,10 @@ pub async fn run(url: &str, conns: usize, secs: Duration) -> Result<(), String> 
             Err(e) => all.error(format!("task: {e}")),
         }
     }
-    let (p50, p99) = (percentile_ms(&mut all.lat_us, 0.50), percentile_ms(&mut all.lat_us, 0.99));
+    let (p50, p99) = (
+        percentile_ms(&mut all.lat_us, 0.50),
+        percentile_ms(&mut all.lat_us, 0.99),
+    );
     let out = json!({
         "msgs": all.msgs,
         "msgs_per_s": all.msgs as f64 / secs.as_secs_f64(),
@@ -88,7 +94,9 @@ async fn open(target: &Arc<Target>, conns: usize) -> (Vec<Ws>, Tally) {
     for _ in 0..conns {
         let target = target.clone();
         tasks.spawn(async move {
-            timeout(CONNECT_TIMEOUT, target.connect()).await.unwrap_or_else(|_| Err("connect timed out".into()))
+            timeout(CONNECT_TIMEOUT, target.connect())
+                .await
+                .unwrap_or_else(|_| Err("connect timed out".into()))
         });
     }
     let (mut streams, mut tally) = (Vec::with_capacity(conns), Tally::default());
@@ -116,7 +124,8 @@ async fn ping_pong(mut ws: Ws, start: Instant, end: Instant) -> Tally {
                 t.msgs_total += 1;
                 if sent >= start && now <= end {
                     t.msgs += 1;
-                    t.lat_us.push((now - sent).as_micros().min(u32::MAX as u128) as u32);
+                    t.lat_us
+                        .push((now - sent).as_micros().min(u32::MAX as u128) as u32);
                 }
             }
             Ok(Err(e)) => {

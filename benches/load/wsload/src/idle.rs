@@ -26,7 +26,9 @@ pub async fn run(url: &str, n: usize, ready: &Path, max: Duration) -> Result<(),
         let (target, gate) = (target.clone(), gate.clone());
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            timeout(OPEN_TIMEOUT, open_one(&target)).await.unwrap_or_else(|_| Err("open timed out".into()))
+            timeout(OPEN_TIMEOUT, open_one(&target))
+                .await
+                .unwrap_or_else(|_| Err("open timed out".into()))
         });
     }
     let mut held: Vec<Ws> = Vec::with_capacity(n);
@@ -43,7 +45,9 @@ pub async fn run(url: &str, n: usize, ready: &Path, max: Duration) -> Result<(),
         }
     }
     let report = json!({ "opened": held.len(), "failed": failed, "errors": errors });
-    tokio::fs::write(ready, format!("{report}\n")).await.map_err(|e| format!("{}: {e}", ready.display()))?;
+    tokio::fs::write(ready, format!("{report}\n"))
+        .await
+        .map_err(|e| format!("{}: {e}", ready.display()))?;
     tokio::time::sleep(max).await;
     drop(held);
     Ok(())

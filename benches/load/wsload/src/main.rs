@@ -29,17 +29,28 @@ mod tls;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | echo-server PORT [CERT KEY]";
+const USAGE: &str =
+    "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | echo-server PORT [CERT KEY]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("tokio runtime: {e}")),
     };
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["echo", url, conns, secs] => match (conns.parse(), secs.parse()) {
-            (Ok(conns), Ok(secs)) => rt.block_on(echo::run(url, conns, Duration::from_secs_f64(secs))),
+            (Ok(conns), Ok(secs)) => {
+                rt.block_on(echo::run(url, conns, Duration::from_secs_f64(secs)))
+            }
             _ => Err(USAGE.to_string()),
         },
         ["idle", url, n, ready] => match n.parse() {
@@ -48,7 +59,9 @@ fn main() -> ExitCode {
         },
         ["echo-server", port, rest @ ..] => match (port.parse(), rest) {
             (Ok(port), []) => rt.block_on(server::run(port, None, max_lifetime())),
-            (Ok(port), [cert, key]) => rt.block_on(server::run(port, Some((cert, key)), max_lifetime())),
+            (Ok(port), [cert, key]) => {
+                rt.block_on(server::run(port, Some((cert, key)), max_lifetime()))
+            }
             _ => Err(USAGE.to_string()),
         },
         _ => Err(USAGE.to_string()),
@@ -68,6 +81,9 @@ fn fail(msg: &str) -> ExitCode {
 
 /// How long `idle` and `echo-server` live at most, so a forgotten one does not linger.
 fn max_lifetime() -> Duration {
-    let secs = std::env::var("WSLOAD_MAX_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3600);
+    let secs = std::env::var("WSLOAD_MAX_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3600);
     Duration::from_secs(secs)
 }
