@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: latch vs nginx vs HAProxy vs direct (issues 6 and 9).
 #
-#   benches/load/run.sh              # whole run, about 6-8 minutes
+#   benches/load/run.sh              # whole run: about 5 minutes, plus the first release builds
 #   PUBLISH=1 benches/load/run.sh    # also copy the table and chart to benches/load/
 #
 # What it reports, per target, in one run:
@@ -471,7 +471,7 @@ HDR="$OUT/header.md"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- machine: $(nproc) CPUs, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr); load average (1/5/15 min) before the run $LOADAVG, after it $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "- versions: $("$LATCH" --version 2>/dev/null || echo latch) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+  echo "- versions: $("$LATCH" --version 2>/dev/null || echo latch) ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "?")), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
   echo "- load: HTTP with wrk -t2 -c$CONNS -d${DURATION}s --latency (new TLS connections: the same with \`Connection: close\`, one connection per request); WS with wsload (benches/load/wsload: tokio multi-thread, tokio-tungstenite, rustls), $CONNS connections each ping-ponging a 64-byte message for ${DURATION}s after 1 s of warm-up; memory: $IDLE_CONNS idle WSS connections, each proved by one echo"
   echo "- backends: 2 HTTP (one nginx, ports $BE_HTTP1/$BE_HTTP2, \`return 200 \"ok\"\`), 2 WS echo (\`wsload echo-server\`, ports $BE_WS1/$BE_WS2), round robin; direct = the client talks to one backend port (HTTPS/WSS direct: the backend's own TLS)"
   echo "- proxies: latch workers = 0, nginx worker_processes auto, HAProxy nbthread 2; all on one $(nproc)-core machine together with the backends and the load generator"
