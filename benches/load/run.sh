@@ -1,38 +1,67 @@
 #!/usr/bin/env bash
-# Load benchmark: latch vs nginx vs HAProxy vs direct (issue 6).
+# Load benchmark: latch vs nginx vs HAProxy vs direct (issues 6 and 9).
 #
-#   benches/load/run.sh            # whole run, about 6-8 minutes
+#   benches/load/run.sh              # whole run: about 5 minutes, plus the first release builds
+#   PUBLISH=1 benches/load/run.sh    # also copy the table and chart to benches/load/
+#
+# What it reports, per target, in one run:
+#   - the proxy's CPU time per operation: utime+stime from /proc/PID/stat of the proxy
+#     (nginx: master plus workers; HAProxy and latch: their one process), read just
+#     before and just after each measurement and divided by the operations completed in
+#     between. This is the figure that survives a shared, noisy machine: throughput
+#     depends on who else is on the cores, the CPU spent per request much less.
+#   - the ratio of latch to the better (lower) of nginx and HAProxy, per row;
+#   - throughput (req/s, msg/s), p99, and throughput relative to direct (no proxy);
+#   - RSS per idle WSS connection with IDLE_CONNS open (process tree for nginx);
+#   - the CPU use of the load generator (and of the proxy) during each measurement, so a
+#     reader can see whether the client was the limit.
+#
+# Load: wrk -t2 for HTTP; for WebSockets `wsload` (benches/load/wsload, a multi-threaded
+# tokio + tokio-tungstenite + rustls client, built here with cargo), which replaced a
+# single-threaded node client that capped the WS numbers.
+# WS backends: also `wsload echo-server`, not the former node `ws` server. Measured on the
+# 2-core bench machine with the wsload client, direct, 64 connections: the node backend
+# spent 10.7 us (WS) / 14-17 us (WSS) of CPU per echo and sat at 100% of its one core,
+# the Rust one 8.8 / 11-12 us and can use both cores, so it leaves more of the machine
+# to the proxy and is never the single-threaded cap.
 #
 # Environment knobs (defaults in brackets):
 #   DURATION [10]        seconds per wrk / WebSocket measurement
-#   CONNS [50]           concurrent connections for wrk and the WS echo client
+#   CONNS [64]           concurrent connections for wrk and the WS echo client
 #   IDLE_CONNS [9500]    idle WSS connections for the memory test (see the fd note below)
 #   TARGETS ["direct latch nginx haproxy"]
+#   PUBLISH [0]          1: copy results to benches/load/results.md and results.svg
 #
 # Needs: wrk, nginx, haproxy (Debian: apt-get install -y wrk nginx haproxy; the script
-# tries that itself when it runs as root), node >= 18 with npm (the `ws` package is
-# installed into target/bench-node), cargo. Everything listens on 127.0.0.1.
-# Output: target/bench/results.md (plus raw.tsv and logs under target/bench/).
+# tries that itself when it runs as root), node (only to write the report), cargo.
+# Everything listens on fixed ports on 127.0.0.1 (checked free first); the script stops
+# only the processes it started, by PID.
+# Output: target/bench/results.md, target/bench/raw.tsv, target/bench/chart.svg, and logs
+# under target/bench/logs/.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 HERE="$ROOT/benches/load"
 OUT="$ROOT/target/bench"
-NODE_DIR="$ROOT/target/bench-node"
 DURATION="${DURATION:-10}"
-CONNS="${CONNS:-50}"
+CONNS="${CONNS:-64}"
 IDLE_CONNS="${IDLE_CONNS:-9500}"
 TARGETS="${TARGETS:-direct latch nginx haproxy}"
+PUBLISH="${PUBLISH:-0}"
 CERT="$ROOT/certs/dev.pem"
 KEY="$ROOT/certs/dev-key.pem"
+HZ="$(getconf CLK_TCK)"
 
-# Ports. Backends: nginx HTTP 19101/19102 (+19443 TLS for the direct HTTPS baseline),
-# node WS echo 19111/19112 (+19444 WSS for the direct WSS baseline).
+# Ports, all below Linux's default ephemeral range (32768-60999): a listener port inside it
+# can be taken as the source port of one of the run's own outgoing connections, and then
+# the next proxy cannot bind it (HAProxy used to listen on 38080 and sometimes failed so).
+# Backends: nginx HTTP 19101/19102 (+19443 TLS for the direct HTTPS baseline),
+# wsload WS echo 19111/19112 (+19444 WSS for the direct WSS baseline).
 BE_HTTP1=19101 BE_HTTP2=19102 BE_HTTPS=19443 BE_WS1=19111 BE_WS2=19112 BE_WSS=19444
-declare -A HTTP_PORT=([direct]=$BE_HTTP1 [latch]=18080 [nginx]=28080 [haproxy]=38080)
-declare -A HTTPS_PORT=([direct]=$BE_HTTPS [latch]=18443 [nginx]=28443 [haproxy]=38443)
-declare -A WS_PORT=([direct]=$BE_WS1 [latch]=18080 [nginx]=28080 [haproxy]=38080)
-declare -A WSS_PORT=([direct]=$BE_WSS [latch]=18443 [nginx]=28443 [haproxy]=38443)
+declare -A HTTP_PORT=([direct]=$BE_HTTP1 [latch]=18080 [nginx]=28080 [haproxy]=27080)
+declare -A HTTPS_PORT=([direct]=$BE_HTTPS [latch]=18443 [nginx]=28443 [haproxy]=27443)
+declare -A WS_PORT=([direct]=$BE_WS1 [latch]=18080 [nginx]=28080 [haproxy]=27080)
+declare -A WSS_PORT=([direct]=$BE_WSS [latch]=18443 [nginx]=28443 [haproxy]=27443)
 
 log() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
 PIDS=()
@@ -54,22 +83,26 @@ if ((${#MISSING[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; th
     { apt-get update >>"$OUT/logs/apt.log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${MISSING[@]}" >>"$OUT/logs/apt.log" 2>&1; }
 fi
 NOTES=()
+LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
 command -v wrk >/dev/null || { log "wrk is required (apt-get install wrk)"; exit 1; }
 command -v nginx >/dev/null || { log "nginx is required: it is the HTTP backend (apt-get install nginx)"; exit 1; }
-command -v node >/dev/null || { log "node is required for the WebSocket backend and client"; exit 1; }
+command -v node >/dev/null || { log "node is required to write the report (apt-get install nodejs)"; exit 1; }
 if ! command -v haproxy >/dev/null; then
   NOTES+=("HAProxy skipped: not installed and could not be installed (apt-get install haproxy).")
   TARGETS="${TARGETS//haproxy/}"
 fi
-if [ ! -f "$NODE_DIR/node_modules/ws/package.json" ]; then
-  log "installing ws@8 into $NODE_DIR"
-  npm install --prefix "$NODE_DIR" --no-audit --no-fund ws@8 >"$OUT/logs/npm.log" 2>&1 ||
-    { log "npm install ws@8 failed, see $OUT/logs/npm.log"; exit 1; }
-fi
-export NODE_PATH="$NODE_DIR/node_modules"
+# Prints one or more fields of a JSON file, space separated (empty on any error).
+jget() { node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1]));console.log(process.argv.slice(2).map((k)=>JSON.stringify(r[k])).join(" "))' "$@" 2>/dev/null; }
+
+TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null | node -e 'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
+[ -n "$TARGET_DIR" ] || TARGET_DIR="$ROOT/target"
 log "building latch (release)"
 (cd "$ROOT" && cargo build --release --quiet) || { log "cargo build failed"; exit 1; }
-LATCH="$ROOT/target/release/latch"
+LATCH="$TARGET_DIR/release/latch"
+log "building wsload (release)"
+cargo build --release --quiet --manifest-path "$HERE/wsload/Cargo.toml" --target-dir "$TARGET_DIR/wsload" ||
+  { log "cargo build of benches/load/wsload failed"; exit 1; }
+WSLOAD="$TARGET_DIR/wsload/release/wsload"
 
 # Every proxied idle connection costs the proxy two descriptors (client + backend).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
@@ -79,6 +112,7 @@ if [ "$NOFILE" != unlimited ] && ((IDLE_CONNS * 2 + 200 > NOFILE)); then
   NOTES+=("Memory test uses $new idle WSS connections instead of $IDLE_CONNS: the hard fd limit is $NOFILE and each proxied connection needs 2 fds in the proxy.")
   IDLE_CONNS=$new
 fi
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
 
 # Clients use "localhost" so TLS clients send a valid SNI that matches certs/dev.pem (an IP
 # as SNI is illegal; rustls logs a warning for each such handshake). Fall back to the IP
@@ -95,8 +129,10 @@ wait_port() { # port [seconds]
   log "nothing listens on 127.0.0.1:$1"; return 1
 }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS 18080 18443 28080 28443 38080 38443; do
+read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPH_LO=32768 EPH_HI=60999
+for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS "${HTTP_PORT[@]}" "${HTTPS_PORT[@]}"; do
   port_free "$p" || { log "port $p is already in use; stop whatever listens there"; exit 1; }
+  ((p >= EPH_LO && p <= EPH_HI)) && NOTES+=("Port $p lies in the ephemeral range $EPH_LO-$EPH_HI; a listener there may fail to bind.")
 done
 
 # ---------------------------------------------------------------- configs
@@ -257,11 +293,13 @@ mkdir -p "$OUT/nginx-backend/tmp" "$OUT/nginx-proxy/tmp"
 log "starting backends"
 nginx -p "$OUT/nginx-backend" -c "$OUT/nginx-backend/nginx.conf" -e stderr -g 'daemon off;' 2>"$OUT/logs/backend-nginx.log" &
 PIDS+=($!)
-node "$HERE/ws_backend.js" $BE_WS1 >"$OUT/logs/backend-ws1.log" 2>&1 &
+# Backends live at most an hour even if this script is killed with SIGKILL.
+export WSLOAD_MAX_SECS=3600
+"$WSLOAD" echo-server $BE_WS1 >"$OUT/logs/backend-ws1.log" 2>&1 &
 PIDS+=($!)
-node "$HERE/ws_backend.js" $BE_WS2 >"$OUT/logs/backend-ws2.log" 2>&1 &
+"$WSLOAD" echo-server $BE_WS2 >"$OUT/logs/backend-ws2.log" 2>&1 &
 PIDS+=($!)
-node "$HERE/ws_backend.js" $BE_WSS "$CERT" "$KEY" >"$OUT/logs/backend-wss.log" 2>&1 &
+"$WSLOAD" echo-server $BE_WSS "$CERT" "$KEY" >"$OUT/logs/backend-wss.log" 2>&1 &
 PIDS+=($!)
 for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS; do wait_port "$p" || exit 1; done
 
@@ -287,12 +325,28 @@ stop_proxy() {
   wait "$PROXY_PID" 2>/dev/null
   PROXY_PID=""
 }
-# Resident memory in KiB of a process and all its descendants (nginx workers).
+# A process and all its descendants (nginx: master and workers), one PID a line.
+proc_tree() {
+  local c
+  echo "$1"
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do proc_tree "$c"; done
+}
+# Resident memory in KiB of a process tree.
 rss_tree() {
-  local pid=$1 total=0 kids c
-  total=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-  kids=$(ps -o pid= --ppid "$pid" 2>/dev/null)
-  for c in $kids; do total=$((total + $(rss_tree "$c"))); done
+  local total=0 p
+  for p in $(proc_tree "$1"); do
+    total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+# CPU time (utime + stime, clock ticks) of a process tree; 0 for no PID (direct).
+cpu_ticks() {
+  [ -n "$1" ] || { echo 0; return; }
+  local total=0 p
+  for p in $(proc_tree "$1"); do
+    # Fields after "(comm) ": state is 1, utime 12, stime 13.
+    total=$((total + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+  done
   echo "$total"
 }
 
@@ -301,61 +355,94 @@ RAW="$OUT/raw.tsv"
 : >"$OUT/logs/latch.log"; : >"$OUT/logs/nginx.log"; : >"$OUT/logs/haproxy.log"
 put() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW"; }
 
-# wrk output -> "rps p99_ms errors"
+# measure NAME TARGET OUTFILE CMD... : runs one load client with the proxy's CPU time read
+# just before and just after it, and the client's own CPU time from the shell's `times`
+# (user and system time of the subshell's waited-for children). Sets PROXY_CPU_S, WALL_S,
+# CLIENT_CPU_S and returns the client's exit status.
+measure() {
+  local name=$1 t=$2 out=$3; shift 3
+  local tf="$OUT/logs/times-$name-$t" before after t0 t1 rc
+  before=$(cpu_ticks "$PROXY_PID")
+  t0=$(date +%s.%N)
+  ("$@" >"$out" 2>"${out%.*}.err"; rc=$?; times >"$tf"; exit $rc)
+  rc=$?
+  t1=$(date +%s.%N)
+  after=$(cpu_ticks "$PROXY_PID")
+  PROXY_CPU_S=$(awk -v a="$after" -v b="$before" -v hz="$HZ" 'BEGIN { printf "%.3f", (a - b) / hz }')
+  WALL_S=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')
+  CLIENT_CPU_S=$(awk 'function s(v) { sub(/s$/, "", v); split(v, p, "m"); return p[1] * 60 + p[2] }
+    NR == 2 { printf "%.3f", s($1) + s($2) }' "$tf")
+  return $rc
+}
+# put_cpu NAME TARGET OPS: per-operation proxy CPU and the CPU use of proxy and client.
+put_cpu() {
+  local name=$1 t=$2 ops=$3
+  put "${name}_ops" "$t" "$ops"
+  put "${name}_client_cpu_pct" "$t" "$(awk -v c="$CLIENT_CPU_S" -v w="$WALL_S" 'BEGIN { printf "%.0f", 100 * c / w }')"
+  [ "$t" = direct ] && return
+  put "${name}_proxy_cpu_pct" "$t" "$(awk -v c="$PROXY_CPU_S" -v w="$WALL_S" 'BEGIN { printf "%.0f", 100 * c / w }')"
+  ((ops > 0)) && put "${name}_cpu_us" "$t" "$(awk -v c="$PROXY_CPU_S" -v n="$ops" 'BEGIN { printf "%.2f", 1e6 * c / n }')"
+}
+
+# wrk output -> "rps p99_ms errors requests"
 parse_wrk() {
   awk '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     /Requests\/sec:/ { rps = $2 }
+    / requests in / { n = $1 }
     $1 == "99%" { p99 = ms($2) }
     /Socket errors:/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
     /Non-2xx or 3xx/ { err += $5 }
-    END { printf "%s %s %d\n", rps, p99, err }'
+    END { printf "%s %s %d %d\n", rps, p99, err, n }'
 }
 run_wrk() { # name target url [extra wrk args...]
   local name=$1 t=$2 url=$3; shift 3
-  local f="$OUT/logs/wrk-$name-$t.txt"
-  wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" >"$f" 2>&1
-  read -r rps p99 err < <(parse_wrk <"$f")
-  put "${name}_rps" "$t" "$rps"; put "${name}_p99" "$t" "$p99"
-  ((err > 0)) && NOTES+=("$t, $name: wrk reported $err errors (see target/bench/logs/wrk-$name-$t.txt).")
-  log "  $name: $rps req/s, p99 ${p99} ms, errors $err"
-}
-run_ws() { # name target url
-  local name=$1 t=$2 url=$3 f="$OUT/logs/ws-$1-$2.json"
-  node "$HERE/ws_client.js" echo "$url" "$CONNS" "$DURATION" >"$f" 2>"$OUT/logs/ws-$name-$t.err"
-  local mps p99 errs
-  mps=$(node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1]));console.log(r.msgs_per_s.toFixed(0), r.p99_ms.toFixed(3), r.errors)' "$f" 2>/dev/null)
-  if [ -z "$mps" ]; then
-    NOTES+=("$t, $name: the WS client failed: $(head -c 300 "$OUT/logs/ws-$name-$t.err" | tr '\n' ' ')")
+  local f="$OUT/logs/wrk-$name-$t.txt" rps p99 err n
+  measure "$name" "$t" "$f" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url"
+  read -r rps p99 err n < <(parse_wrk <"$f")
+  if [ -z "$rps" ] || ((n == 0)); then
+    NOTES+=("$t, $name: wrk measured nothing (see target/bench/logs/wrk-$name-$t.txt).")
     log "  $name: failed"; return
   fi
-  read -r mps p99 errs <<<"$mps"
-  put "${name}_mps" "$t" "$mps"; put "${name}_p99" "$t" "$p99"
-  ((errs > 0)) && NOTES+=("$t, $name: $errs WebSocket errors.")
-  log "  $name: $mps msg/s, p99 $p99 ms"
+  put "${name}_rate" "$t" "$rps"; put "${name}_p99" "$t" "$p99"
+  put_cpu "$name" "$t" "$n"
+  ((err > 0)) && NOTES+=("$t, $name: wrk reported $err errors (see target/bench/logs/wrk-$name-$t.txt).")
+  log "  $name: $rps req/s, p99 ${p99} ms, proxy CPU ${PROXY_CPU_S}s for $n requests, client CPU ${CLIENT_CPU_S}s in ${WALL_S}s, errors $err"
+}
+run_ws() { # name target url
+  local name=$1 t=$2 url=$3 f="$OUT/logs/ws-$1-$2.json" r mps p99 errs total
+  measure "$name" "$t" "$f" "$WSLOAD" echo "$url" "$CONNS" "$DURATION"
+  r=$(jget "$f" msgs_per_s p99_ms errors msgs_total)
+  if [ -z "$r" ]; then
+    NOTES+=("$t, $name: the WS client failed: $(head -c 300 "${f%.*}.err" | tr '\n' ' ')")
+    log "  $name: failed"; return
+  fi
+  read -r mps p99 errs total <<<"$r"
+  put "${name}_rate" "$t" "$mps"; put "${name}_p99" "$t" "$p99"
+  put_cpu "$name" "$t" "$total"
+  ((errs > 0)) && NOTES+=("$t, $name: $errs WebSocket errors (first: $(jget "$f" first_error)).")
+  log "  $name: ${mps%.*} msg/s, p99 $p99 ms, proxy CPU ${PROXY_CPU_S}s for $total messages, client CPU ${CLIENT_CPU_S}s in ${WALL_S}s"
 }
 run_mem() { # target (proxy freshly started, PROXY_PID set)
-  local t=$1 ready="$OUT/logs/idle-$1.json" before after cpid
+  local t=$1 ready="$OUT/logs/idle-$1.json" before after cpid opened failed
   rm -f "$ready"
   sleep 1
   before=$(rss_tree "$PROXY_PID")
-  node --max-old-space-size=4096 "$HERE/ws_client.js" idle "wss://$HOST:${WSS_PORT[$t]}/ws" "$IDLE_CONNS" "$ready" \
-    >"$OUT/logs/idle-$t.out" 2>&1 &
+  WSLOAD_MAX_SECS=600 "$WSLOAD" idle "wss://$HOST:${WSS_PORT[$t]}/ws" "$IDLE_CONNS" "$ready" >"$OUT/logs/idle-$t.out" 2>&1 &
   cpid=$!
   PIDS+=("$cpid")
-  for _ in $(seq 1 1200); do [ -s "$ready" ] && break; kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 1800); do [ -s "$ready" ] && break; kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
   sleep 2
   after=$(rss_tree "$PROXY_PID")
-  local opened failed
-  opened=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).opened)' "$ready" 2>/dev/null || echo 0)
-  failed=$(node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1]));console.log(r.failed, JSON.stringify(r.errors))' "$ready" 2>/dev/null || echo "?")
+  read -r opened failed < <(jget "$ready" opened failed)
+  opened=${opened:-0}
   kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
   if ((opened > 0)); then
     put mem_kib "$t" "$(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN { printf "%.2f", (a - b) / n }')"
-    log "  memory: RSS $before -> $after KiB with $opened idle WSS connections (failed: $failed)"
-    ((opened < IDLE_CONNS)) && NOTES+=("$t, memory: only $opened of $IDLE_CONNS WSS connections opened (failed: $failed).")
+    log "  memory: RSS $before -> $after KiB with $opened idle WSS connections (failed: ${failed:-?})"
+    ((opened < IDLE_CONNS)) && NOTES+=("$t, memory: only $opened of $IDLE_CONNS WSS connections opened (failed: ${failed:-?}, $(jget "$ready" errors)).")
   else
-    NOTES+=("$t, memory: no WSS connection could be opened ($failed).")
+    NOTES+=("$t, memory: no WSS connection could be opened ($(head -c 300 "$OUT/logs/idle-$t.out" | tr '\n' ' ') $(jget "$ready" errors)).")
   fi
   put mem_before_kib "$t" "$before"; put mem_after_kib "$t" "$after"; put mem_conns "$t" "$opened"
 }
@@ -383,17 +470,24 @@ HDR="$OUT/header.md"
   echo "# latch load benchmark"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- machine: $(nproc) CPUs, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr)"
-  echo "- versions: $("$LATCH" --version 2>/dev/null || echo latch), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), node $(node --version)"
-  echo "- load: wrk -t2 -c$CONNS -d${DURATION}s --latency; WS: $CONNS connections ping-ponging 32-byte text for ${DURATION}s (node + ws@8); memory: $IDLE_CONNS idle WSS connections"
-  echo "- backends: 2 HTTP (one nginx, ports $BE_HTTP1/$BE_HTTP2, \`return 200 \"ok\"\`), 2 WS echo (node ws, ports $BE_WS1/$BE_WS2), round robin; direct = the client talks to one backend port (HTTPS/WSS direct: the backend's own TLS)"
+  echo "- machine: $(nproc) CPUs, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr); load average (1/5/15 min) before the run $LOADAVG, after it $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- versions: $("$LATCH" --version 2>/dev/null || echo latch) ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "?")), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+  echo "- load: HTTP with wrk -t2 -c$CONNS -d${DURATION}s --latency (new TLS connections: the same with \`Connection: close\`, one connection per request); WS with wsload (benches/load/wsload: tokio multi-thread, tokio-tungstenite, rustls), $CONNS connections each ping-ponging a 64-byte message for ${DURATION}s after 1 s of warm-up; memory: $IDLE_CONNS idle WSS connections, each proved by one echo"
+  echo "- backends: 2 HTTP (one nginx, ports $BE_HTTP1/$BE_HTTP2, \`return 200 \"ok\"\`), 2 WS echo (\`wsload echo-server\`, ports $BE_WS1/$BE_WS2), round robin; direct = the client talks to one backend port (HTTPS/WSS direct: the backend's own TLS)"
   echo "- proxies: latch workers = 0, nginx worker_processes auto, HAProxy nbthread 2; all on one $(nproc)-core machine together with the backends and the load generator"
+  echo "- CPU per operation: utime + stime of the proxy (nginx: master + workers) from /proc/PID/stat, read before and after each measurement, divided by the operations completed in it (WS: every round trip, warm-up included; new TLS: connections = requests)"
 } >"$HDR"
 errs=$(grep -cE '(ERROR|WARN)' "$OUT/logs/latch.log" 2>/dev/null)
 [ "${errs:-0}" -gt 0 ] && NOTES+=("latch logged $errs WARN/ERROR lines (target/bench/logs/latch.log).")
-node "$HERE/report.js" "$RAW" "$HDR" >"$OUT/results.md"
-if ((${#NOTES[@]})); then
-  { echo; echo "Notes:"; for n in "${NOTES[@]}"; do echo "- $n"; done; } >>"$OUT/results.md"
+NOTES_FILE="$OUT/notes.md"
+: >"$NOTES_FILE"
+for n in "${NOTES[@]}"; do echo "- $n" >>"$NOTES_FILE"; done
+node "$HERE/report.js" "$RAW" "$HDR" "$NOTES_FILE" "$OUT/chart.svg" >"$OUT/results.md" ||
+  { log "report.js failed"; exit 1; }
+if [ "$PUBLISH" = 1 ]; then
+  sed 's/](chart\.svg)/](results.svg)/' "$OUT/results.md" >"$HERE/results.md"
+  cp "$OUT/chart.svg" "$HERE/results.svg"
+  log "published benches/load/results.md and benches/load/results.svg"
 fi
 cat "$OUT/results.md"
-log "written to $OUT/results.md"
+log "written to $OUT/results.md, $OUT/raw.tsv and $OUT/chart.svg"

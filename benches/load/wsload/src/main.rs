@@ -1,0 +1,89 @@
+//! wsload: the WebSocket side of `benches/load/run.sh`.
+//!
+//! One binary, three modes, all on a multi-threaded tokio runtime so that the proxy
+//! under test, not this tool, is the slow part:
+//!
+//! ```text
+//! wsload echo URL CONNS SECS          ping-pong a 64-byte message on CONNS connections;
+//!                                     prints JSON {msgs, msgs_per_s, p99_ms, errors, ...}
+//! wsload idle URL N READYFILE         open N connections (100 handshakes in flight at most),
+//!                                     write JSON {opened, failed, errors} to READYFILE,
+//!                                     then hold them idle until killed
+//! wsload echo-server PORT [CERT KEY]  WS (or, with CERT/KEY, WSS) echo backend on 127.0.0.1
+//! ```
+//!
+//! URLs are `ws://` or `wss://`. A `wss://` client does not verify the certificate chain
+//! (the bench uses the self-signed `certs/dev.pem`), but it still checks the handshake
+//! signatures, so the TLS work done is that of a real client.
+//!
+//! Every loop is bounded: echo runs for SECS plus fixed grace periods, and `idle` and
+//! `echo-server` exit on their own after `WSLOAD_MAX_SECS` (default 3600) if nobody
+//! kills them first.
+
+mod conn;
+mod echo;
+mod idle;
+mod server;
+mod tls;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str =
+    "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | echo-server PORT [CERT KEY]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("tokio runtime: {e}")),
+    };
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["echo", url, conns, secs] => match (conns.parse(), secs.parse()) {
+            (Ok(conns), Ok(secs)) => {
+                rt.block_on(echo::run(url, conns, Duration::from_secs_f64(secs)))
+            }
+            _ => Err(USAGE.to_string()),
+        },
+        ["idle", url, n, ready] => match n.parse() {
+            Ok(n) => rt.block_on(idle::run(url, n, ready.as_ref(), max_lifetime())),
+            Err(_) => Err(USAGE.to_string()),
+        },
+        ["echo-server", port, rest @ ..] => match (port.parse(), rest) {
+            (Ok(port), []) => rt.block_on(server::run(port, None, max_lifetime())),
+            (Ok(port), [cert, key]) => {
+                rt.block_on(server::run(port, Some((cert, key)), max_lifetime()))
+            }
+            _ => Err(USAGE.to_string()),
+        },
+        _ => Err(USAGE.to_string()),
+    };
+    // Do not wait for tasks still parked on sockets: the work is done.
+    rt.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("wsload: {msg}");
+    ExitCode::FAILURE
+}
+
+/// How long `idle` and `echo-server` live at most, so a forgotten one does not linger.
+fn max_lifetime() -> Duration {
+    let secs = std::env::var("WSLOAD_MAX_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3600);
+    Duration::from_secs(secs)
+}
