@@ -14,6 +14,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 
 use crate::backend::Active;
+use crate::backend::conn::OutBody;
 
 pub use crate::body::{Body, BoxError};
 
@@ -105,27 +106,33 @@ impl<T: OnEnd> Drop for HoldUntilEnd<T> {
 /// the next).
 pub enum ReqBody {
     /// Small enough to keep (≤ `retry.max_body`): every attempt gets a copy.
-    Replayable(Bytes),
-    /// Too big to keep: streamed to the first attempt only, never retried.
-    Streamed(Option<Body>),
+    /// `had_length`: the client declared a `Content-Length`.
+    Replayable(Bytes, bool),
+    /// Too big to keep: streamed to the first attempt only, never retried,
+    /// with the length the client declared, if any.
+    Streamed(Option<(Body, Option<u64>)>),
 }
 
 impl ReqBody {
-    /// Reads up to `max` bytes of `body`. A body known to be larger, or found
-    /// to be larger while reading, is passed on as a stream (what was read
-    /// first, then the rest), so memory stays bounded by `max`.
-    pub async fn read(mut body: Incoming, max: usize) -> Result<ReqBody, super::ProxyError> {
+    /// Reads up to `max` bytes of `body`, whose declared length is `length`.
+    /// A body known to be larger, or found to be larger while reading, is
+    /// passed on as a stream (what was read first, then the rest), so memory
+    /// stays bounded by `max`.
+    pub async fn read(
+        mut body: Incoming,
+        max: usize,
+        length: Option<u64>,
+    ) -> Result<ReqBody, super::ProxyError> {
         if body.is_end_stream() {
-            return Ok(ReqBody::Replayable(Bytes::new()));
+            return Ok(ReqBody::Replayable(Bytes::new(), length.is_some()));
         }
         let streamed = |head: Vec<Frame<Bytes>>, rest: Incoming| {
-            ReqBody::Streamed(Some(
-                Prefixed {
-                    head: head.into(),
-                    rest,
-                }
-                .boxed(),
-            ))
+            let body = Prefixed {
+                head: head.into(),
+                rest,
+            }
+            .boxed();
+            ReqBody::Streamed(Some((body, length)))
         };
         if body.size_hint().lower() > max as u64 {
             return Ok(streamed(Vec::new(), body));
@@ -133,7 +140,7 @@ impl ReqBody {
         let mut buf = bytes::BytesMut::new();
         loop {
             match body.frame().await {
-                None => return Ok(ReqBody::Replayable(buf.freeze())),
+                None => return Ok(ReqBody::Replayable(buf.freeze(), length.is_some())),
                 Some(Err(e)) => return Err(super::ProxyError::ClientBody(e.to_string())),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
@@ -152,21 +159,14 @@ impl ReqBody {
     }
 
     pub fn replayable(&self) -> bool {
-        matches!(self, ReqBody::Replayable(_))
+        matches!(self, ReqBody::Replayable(..))
     }
 
     /// The body for the next attempt; `None` once a streamed body was used.
-    pub fn next_attempt(&mut self) -> Option<Body> {
+    pub fn next_attempt(&mut self) -> Option<OutBody> {
         match self {
-            ReqBody::Replayable(b) if b.is_empty() => {
-                Some(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
-            }
-            ReqBody::Replayable(b) => Some(
-                http_body_util::Full::new(b.clone())
-                    .map_err(|e| match e {})
-                    .boxed(),
-            ),
-            ReqBody::Streamed(s) => s.take(),
+            ReqBody::Replayable(b, had_length) => Some(OutBody::Whole(b.clone(), *had_length)),
+            ReqBody::Streamed(s) => s.take().map(|(body, length)| OutBody::Stream(body, length)),
         }
     }
 }

@@ -70,18 +70,6 @@ impl ProxyError {
         resp
     }
 
-    /// Classifies a failed exchange on an upstream connection (after it
-    /// was opened): a response head that did not parse is `invalid_header`,
-    /// anything else `error`.
-    pub fn from_hyper(addr: SocketAddr, e: &hyper::Error) -> ProxyError {
-        let detail = chain(e);
-        if e.is_parse() || e.is_parse_status() {
-            ProxyError::InvalidHeader(addr, detail)
-        } else {
-            ProxyError::BadResponse(addr, detail)
-        }
-    }
-
     /// The `retry.on` condition this failure is (nginx names), if any.
     pub fn condition(&self) -> Option<Condition> {
         match self {
@@ -122,16 +110,4 @@ impl Condition {
     pub fn unsent(self) -> bool {
         matches!(self, Condition::ConnectError | Condition::ConnectTimeout)
     }
-}
-
-/// The error and all its causes, `: `-joined, for the log.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }

@@ -8,16 +8,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::Cidr;
 
-/// Always hop-by-hop, whether or not `Connection` names them.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
+/// Always hop-by-hop, whether or not `Connection` names them. Names, not
+/// strings: removing by `&str` would parse the string on every call.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
 ];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -56,16 +57,33 @@ pub fn upgrade_matches(offered: &HeaderValue, answered: Option<&HeaderValue>) ->
 
 /// Removes hop-by-hop headers, including any that `Connection` lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    // Most messages carry none (or only `Connection`): one pass over the
+    // names decides, with no hashing.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
+    // `Connection: keep-alive` / `close` / `upgrade` name no other header.
+    let lists_others = headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(tokens)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+        .any(|t| {
+            !["keep-alive", "close", "upgrade"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        });
+    if lists_others {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(tokens)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -76,29 +94,42 @@ pub fn keep_upgrade(headers: &mut HeaderMap, proto: HeaderValue) {
     headers.insert(header::UPGRADE, proto);
 }
 
+/// The client address as an `X-Forwarded-For` value; made once per
+/// connection, then shared by its requests.
+pub fn forwarded_for(peer: SocketAddr) -> HeaderValue {
+    let ip = peer.ip().to_canonical().to_string();
+    HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`. A peer inside `trusted` is another
 /// proxy: its `X-Forwarded-For` is extended and its `-Proto`/`-Host` kept.
 /// Anyone else's claims are replaced, so a client cannot forge its address.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, trusted: &[Cidr]) {
-    let ip = peer.ip().to_canonical().to_string();
-    let is_trusted = trusted.iter().any(|c| c.contains(peer.ip()));
-    let xff = if is_trusted {
-        let prior: Vec<&str> = headers
+/// `ip` is [`forwarded_for`] of `peer`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    ip: &HeaderValue,
+    tls: bool,
+    trusted: &[Cidr],
+) {
+    let is_trusted = !trusted.is_empty() && trusted.iter().any(|c| c.contains(peer.ip()));
+    let prior: Vec<&str> = if is_trusted {
+        headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            ip
-        } else {
-            format!("{}, {ip}", prior.join(", "))
-        }
+            .collect()
     } else {
-        ip
+        Vec::new()
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
+    let xff = if prior.is_empty() {
+        ip.clone()
+    } else {
+        let ip = ip.to_str().unwrap_or("unknown");
+        HeaderValue::from_str(&format!("{}, {ip}", prior.join(", ")))
+            .unwrap_or_else(|_| ip_value(ip))
+    };
+    headers.insert(&X_FORWARDED_FOR, xff);
     if !(is_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(
             &X_FORWARDED_PROTO,
@@ -111,6 +142,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, trust
             None => headers.remove(&X_FORWARDED_HOST),
         };
     }
+}
+
+fn ip_value(ip: &str) -> HeaderValue {
+    HeaderValue::from_str(ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
@@ -185,13 +220,14 @@ mod tests {
                 ("host", "a.test"),
             ])
         };
+        let ip = forwarded_for(peer);
         let mut h = forged();
-        set_forwarded(&mut h, peer, false, &[]);
+        set_forwarded(&mut h, peer, &ip, false, &[]);
         assert_eq!(h["x-forwarded-for"], "10.0.0.5");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.test");
         let mut h = forged();
-        set_forwarded(&mut h, peer, false, &["10.0.0.0/8".parse().unwrap()]);
+        set_forwarded(&mut h, peer, &ip, false, &["10.0.0.0/8".parse().unwrap()]);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.5");
         assert_eq!(h["x-forwarded-proto"], "https");
     }

@@ -62,6 +62,25 @@ pub struct ConnInfo {
     pub routes: Option<Arc<ListenerRoutes>>,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// `peer`'s address as an `X-Forwarded-For` value, made once.
+    pub forwarded_for: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(
+        listener: u64,
+        routes: Option<Arc<ListenerRoutes>>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> ConnInfo {
+        ConnInfo {
+            listener,
+            routes,
+            peer,
+            tls,
+            forwarded_for: headers::forwarded_for(peer),
+        }
+    }
 }
 
 /// The hyper service body: never fails; every error becomes a response.
