@@ -6,7 +6,9 @@
 //! is larger than [`MAX_HEAD`], or frames its body ambiguously is an error
 //! (`invalid_header` for retries), never a panic.
 
-use bytes::{Bytes, BytesMut};
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
@@ -111,45 +113,55 @@ pub enum HeadError {
 /// skipped, as they carry nothing the client needs here.
 pub fn parse_head(buf: &mut BytesMut, request: &Method) -> Result<Option<Head>, HeadError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let len = match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(HeadError::TooLarge);
+        // First pass: is a whole head there, and how long is it? (No
+        // header array to clear: httparse fills uninitialised slots.)
+        let (len, code) = {
+            let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut parsed,
+                buf,
+                &mut slots,
+            ) {
+                Ok(httparse::Status::Complete(len)) => (len, parsed.code.unwrap_or(0)),
+                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                    return Err(HeadError::TooLarge);
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(HeadError::Parse(e)),
             }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(HeadError::Parse(e)),
         };
         if len > MAX_HEAD {
             return Err(HeadError::TooLarge);
         }
-        let code = parsed.code.unwrap_or(0);
         let status = StatusCode::from_u16(code).map_err(|_| HeadError::Field("status code"))?;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-            let _ = buf.split_to(len);
+            buf.advance(len);
             continue;
+        }
+        // Second pass over the head split off the buffer, so that header
+        // values are slices of its bytes (shared, not copied).
+        let head = buf.split_to(len).freeze();
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            &head,
+            &mut slots,
+        ) {
+            Ok(httparse::Status::Complete(n)) if n == len => {}
+            Ok(_) => return Err(HeadError::Field("head")),
+            Err(e) => return Err(HeadError::Parse(e)),
         }
         let version = match parsed.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // Where each name and value lies within the head, so that once the
-        // head is split off the values can share its bytes.
-        let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let count = parsed.headers.len();
-        for (span, f) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let n = f.name.as_ptr() as usize - base;
-            let v = f.value.as_ptr() as usize - base;
-            *span = (n, n + f.name.len(), v, v + f.value.len());
-        }
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(ns, ne, vs, ve) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[ns..ne])
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        for f in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(f.name.as_bytes())
                 .map_err(|_| HeadError::Field("header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            let value = HeaderValue::from_maybe_shared(head.slice_ref(f.value))
                 .map_err(|_| HeadError::Field("header value"))?;
             headers.append(name, value);
         }
