@@ -389,3 +389,6 @@ impl Idle {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests;
