@@ -27,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod listener;
+pub mod log;
 pub mod metrics;
 pub mod proxy;
 mod reload;

@@ -176,6 +176,7 @@ impl Inner {
     /// Makes `config` the one in force; its routing table is already in
     /// place. The caller holds the generation lock from before `bind_all`.
     pub(crate) fn commit(&self, current: &mut Generation, config: Config, bound: Vec<Bound>) {
+        crate::log::set_json(config.server.access_log == crate::config::AccessLog::Json);
         let mut old: Vec<Running> = current.listeners.drain(..).collect();
         let mut listeners = Vec::new();
         for (b, l) in bound.into_iter().zip(&config.listeners) {

@@ -337,6 +337,7 @@ impl Attempts<'_> {
         let access_log = self.settings.access_log;
         let stop = shared.hard_stop.clone();
         let peer = self.conn.peer;
+        let id = self.parts.extensions.get::<headers::RequestId>().cloned();
         shared.tunnels.spawn(async move {
             let server = guard.server();
             let addr = server.addr;
@@ -360,7 +361,16 @@ impl Attempts<'_> {
                 debug!(%peer, %upstream, backend = %addr, to_backend = moved.to_backend,
                     to_client = moved.to_client, secs, "tunnel {why}");
             } else {
-                super::access::tunnel(access_log, peer, upstream, addr, moved, secs, why);
+                super::access::tunnel(
+                    access_log,
+                    peer,
+                    upstream,
+                    addr,
+                    moved,
+                    secs,
+                    why,
+                    id.as_ref(),
+                );
             }
             drop(guard);
         });
@@ -479,6 +489,7 @@ fn rewrite_headers(
         conn.tls,
         &routes.trusted_proxies,
     );
+    headers::set_request_id(&mut parts.headers, parts.extensions.get());
 }
 
 /// A response's headers as the client gets them: hop-by-hop ones removed,
