@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(!msg.is_empty());
             // A line of 0 means "no place" (file errors); otherwise the
             // place is inside the text.
-            assert!(e.line <= text.lines().count() + 1, "line {} of {msg}", e.line);
+            assert!(
+                e.line <= text.lines().count() + 1,
+                "line {} of {msg}",
+                e.line
+            );
         }
     }
 });

@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use latch::sticky::CookieCodec;
 use arbitrary::Arbitrary;
+use latch::sticky::CookieCodec;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

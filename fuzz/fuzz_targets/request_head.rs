@@ -6,11 +6,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use arbitrary::Arbitrary;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use latch::config::Cidr;
 use latch::proxy::headers;
-use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -46,10 +46,7 @@ fuzz_target!(|head: Head| {
     };
     let mut builder = Request::builder().method(method).uri(uri);
     for (name, value) in &head.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(value),
-        ) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             builder = builder.header(n, v);
         }
     }
