@@ -48,6 +48,7 @@ pub(super) async fn forward(
     routing: &Routing,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
+    id: &headers::RequestId,
 ) -> Result<(Response<Body>, Served), ProxyError> {
     let routes = routing
         .listeners
@@ -76,6 +77,7 @@ pub(super) async fn forward(
         conn,
         routes,
         upgrade.as_ref().map(|u| &u.offered),
+        id,
     );
     let length = parts
         .headers
@@ -103,6 +105,7 @@ pub(super) async fn forward(
         parts,
         target,
         upgrade,
+        id,
     };
     attempt.run(&key, body).await
 }
@@ -119,6 +122,8 @@ struct Attempts<'a> {
     /// The origin-form target sent to backends.
     target: Uri,
     upgrade: Option<Upgrade>,
+    /// `X-Request-Id`, for the tunnel's log line.
+    id: &'a headers::RequestId,
 }
 
 /// What one attempt got back: the response head, and the connection its
@@ -322,6 +327,7 @@ impl Attempts<'_> {
         let access_log = self.settings.access_log;
         let stop = shared.hard_stop.clone();
         let peer = self.conn.peer;
+        let id = Some(self.id.clone());
         shared.tunnels.spawn(async move {
             let server = guard.server();
             let addr = server.addr;
@@ -345,7 +351,16 @@ impl Attempts<'_> {
                 debug!(%peer, %upstream, backend = %addr, to_backend = moved.to_backend,
                     to_client = moved.to_client, secs, "tunnel {why}");
             } else {
-                super::access::tunnel(access_log, peer, upstream, addr, moved, secs, why);
+                super::access::tunnel(
+                    access_log,
+                    peer,
+                    upstream,
+                    addr,
+                    moved,
+                    secs,
+                    why,
+                    id.as_ref(),
+                );
             }
             drop(guard);
         });
@@ -406,10 +421,12 @@ fn rewrite_headers(
     conn: &ConnInfo,
     routes: &ListenerRoutes,
     upgrade: Option<&HeaderValue>,
+    id: &headers::RequestId,
 ) {
     parts.version = Version::HTTP_11;
-    // Room for X-Forwarded-For/-Proto/-Host in one growth, not three.
-    parts.headers.reserve(3);
+    // Room for X-Forwarded-For/-Proto/-Host and X-Request-Id in one
+    // growth, not four.
+    parts.headers.reserve(4);
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(proto) = upgrade {
         headers::keep_upgrade(&mut parts.headers, proto.clone());
@@ -421,6 +438,7 @@ fn rewrite_headers(
         conn.tls,
         &routes.trusted_proxies,
     );
+    headers::set_request_id(&mut parts.headers, Some(id));
 }
 
 /// A response's headers as the client gets them: hop-by-hop ones removed,
