@@ -9,7 +9,10 @@
 //! wsload idle URL N READYFILE         open N connections (100 handshakes in flight at most),
 //!                                     write JSON {opened, failed, errors} to READYFILE,
 //!                                     then hold them idle until killed
-//! wsload echo-server PORT [CERT KEY]  WS (or, with CERT/KEY, WSS) echo backend on 127.0.0.1
+//! wsload echo-server PORT [CERT KEY] [--name NAME]
+//!                                     WS (or, with CERT/KEY, WSS) echo backend on 127.0.0.1;
+//!                                     with a name, it tags its 101 and its echoes with it
+//!                                     (and answers plain HTTP requests with 200 in any case)
 //! ```
 //!
 //! URLs are `ws://` or `wss://`. A `wss://` client does not verify the certificate chain
@@ -29,8 +32,8 @@ mod tls;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str =
-    "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | echo-server PORT [CERT KEY]";
+const USAGE: &str = "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | \
+     echo-server PORT [CERT KEY] [--name NAME]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,13 +60,22 @@ fn main() -> ExitCode {
             Ok(n) => rt.block_on(idle::run(url, n, ready.as_ref(), max_lifetime())),
             Err(_) => Err(USAGE.to_string()),
         },
-        ["echo-server", port, rest @ ..] => match (port.parse(), rest) {
-            (Ok(port), []) => rt.block_on(server::run(port, None, max_lifetime())),
-            (Ok(port), [cert, key]) => {
-                rt.block_on(server::run(port, Some((cert, key)), max_lifetime()))
+        ["echo-server", port, rest @ ..] => {
+            let (rest, name) = match rest {
+                [r @ .., "--name", n] => (r, Some(n.to_string())),
+                r => (r, None),
+            };
+            match (port.parse(), rest) {
+                (Ok(port), []) => rt.block_on(server::run(port, None, name, max_lifetime())),
+                (Ok(port), [cert, key]) => rt.block_on(server::run(
+                    port,
+                    Some((cert, key)),
+                    name,
+                    max_lifetime(),
+                )),
+                _ => Err(USAGE.to_string()),
             }
-            _ => Err(USAGE.to_string()),
-        },
+        }
         _ => Err(USAGE.to_string()),
     };
     // Do not wait for tasks still parked on sockets: the work is done.
