@@ -13,6 +13,10 @@
 //!                                     WS (or, with CERT/KEY, WSS) echo backend on 127.0.0.1;
 //!                                     with a name, it tags its 101 and its echoes with it
 //!                                     (and answers plain HTTP requests with 200 in any case)
+//! wsload soak URL CONNS SECS OUTDIR [HTTP_URL RATE]
+//!                                     CONNS connections each sending a numbered message a
+//!                                     second for SECS, reconnecting when closed, and an
+//!                                     optional HTTP GET loop at RATE req/s; files in OUTDIR
 //! ```
 //!
 //! URLs are `ws://` or `wss://`. A `wss://` client does not verify the certificate chain
@@ -25,15 +29,17 @@
 
 mod conn;
 mod echo;
+mod http;
 mod idle;
 mod server;
+mod soak;
 mod tls;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | \
-     echo-server PORT [CERT KEY] [--name NAME]";
+     echo-server PORT [CERT KEY] [--name NAME] | soak URL CONNS SECS OUTDIR [HTTP_URL RATE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -72,6 +78,23 @@ fn main() -> ExitCode {
                     Some((cert, key)),
                     name,
                     max_lifetime(),
+                )),
+                _ => Err(USAGE.to_string()),
+            }
+        }
+        ["soak", url, conns, secs, out, rest @ ..] => {
+            let http = match rest {
+                [] => Ok(None),
+                [u, rate] => rate.parse::<f64>().map(|r| Some((u.to_string(), r))).map_err(drop),
+                _ => Err(()),
+            };
+            match (conns.parse(), secs.parse(), http) {
+                (Ok(conns), Ok(secs), Ok(http)) => rt.block_on(soak::run(
+                    url,
+                    conns,
+                    Duration::from_secs_f64(secs),
+                    out.as_ref(),
+                    http,
                 )),
                 _ => Err(USAGE.to_string()),
             }
