@@ -1,7 +1,11 @@
-//! A rate-limited HTTP/1.1 GET loop for `soak` mode: RATE requests a second in all,
-//! spread over [`WORKERS`] keep-alive connections (`http://` or `https://`), each answer
-//! counted as 2xx, another status, or a transport error (connect, TLS, reset, timeout,
-//! unparsable answer). Nothing is retried by the client: a failure counts once.
+//! An open-loop HTTP/1.1 GET generator for `soak` mode: RATE requests a second on a fixed
+//! schedule (a request that is slow delays no other; a schedule the process fell behind
+//! on is caught up), each on an idle keep-alive connection from a pool (`http://` or
+//! `https://`), or a new one, with at most [`MAX_IN_FLIGHT`] at once. Each answer counts as
+//! 2xx, another status, or a transport error (connect, TLS, reset, timeout, unparsable
+//! answer). The client retries nothing, except what every HTTP client does: a request
+//! on a kept-alive connection that turns out closed before any byte of an answer is sent
+//! again once on a new connection (counted as `stale_retried`, not as a failure).
 //!
 //! The body of a 200 from `wsload echo-server --name NAME` is NAME, so answers are also
 //! counted per backend.
@@ -15,6 +19,7 @@ use std::time::Duration;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::http::Uri;
@@ -22,7 +27,7 @@ use tokio_util::either::Either;
 
 use crate::soak::Counters;
 
-const WORKERS: u32 = 5;
+const MAX_IN_FLIGHT: usize = 64;
 /// A whole request (connect included) gets this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_HEAD: usize = 64 * 1024;
@@ -41,6 +46,10 @@ pub struct HttpTally {
     pub statuses: BTreeMap<u16, u64>,
     pub by_backend: BTreeMap<String, u64>,
     pub first_errors: Vec<String>,
+    /// Requests whose kept-alive connection turned out closed before any answer, and
+    /// that were sent again on a new connection (not failures; counted to be seen).
+    pub stale_retried: u64,
+    pub stale_errors: Vec<String>,
     /// (epoch ms, what) of every failure, for placing them on the timeline.
     pub failures: Vec<(u64, String)>,
 }
@@ -91,86 +100,127 @@ pub async fn run(
         tls,
     });
     let tally = Arc::new(Mutex::new(HttpTally::default()));
-    let period = Duration::from_secs_f64(f64::from(WORKERS) / rate.max(0.001));
+    let pool: Pool = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut tick = interval_at(start, Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..WORKERS {
-        let first = start + period.mul_f64(f64::from(i) / f64::from(WORKERS));
-        tasks.spawn(worker(
-            target.clone(),
-            first,
-            period,
-            end,
-            counters.clone(),
-            tally.clone(),
-        ));
+    loop {
+        if tick.tick().await >= end {
+            break;
+        }
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            break;
+        };
+        let (target, pool, counters, tally) =
+            (target.clone(), pool.clone(), counters.clone(), tally.clone());
+        tasks.spawn(async move {
+            one(&target, &pool, &counters, &tally).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
     }
+    // Each request ends within REQUEST_TIMEOUT.
     while tasks.join_next().await.is_some() {}
     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
     Ok(std::mem::take(&mut *t))
 }
 
-async fn worker(
-    target: Arc<Target>,
-    first: Instant,
-    period: Duration,
-    end: Instant,
-    counters: Arc<Counters>,
-    tally: Arc<Mutex<HttpTally>>,
-) {
-    let mut tick = interval_at(first, period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut conn: Option<(Stream, Vec<u8>)> = None;
-    loop {
-        if tick.tick().await >= end {
-            return;
-        }
-        let began = Instant::now();
-        counters.http_sent.fetch_add(1, Relaxed);
-        let result = timeout(REQUEST_TIMEOUT, request(&target, &mut conn))
-            .await
-            .unwrap_or_else(|_| Err("request timed out".into()));
-        counters
-            .http_max_us
-            .fetch_max(began.elapsed().as_micros() as u64, Relaxed);
-        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-        t.sent += 1;
-        match result {
-            Ok((status, body)) => {
-                *t.statuses.entry(status).or_default() += 1;
-                if (200..300).contains(&status) {
-                    t.ok += 1;
-                    counters.http_ok.fetch_add(1, Relaxed);
-                    *t.by_backend.entry(body).or_default() += 1;
-                } else {
-                    t.non2xx += 1;
-                    counters.http_non2xx.fetch_add(1, Relaxed);
-                    t.failures.push((crate::soak::epoch_ms(), format!("status {status}")));
-                }
-            }
-            Err(e) => {
+type Conn = (Stream, Vec<u8>);
+type Pool = Arc<Mutex<Vec<Conn>>>;
+
+async fn one(target: &Target, pool: &Pool, counters: &Counters, tally: &Mutex<HttpTally>) {
+    let mut conn = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    let reused = conn.is_some();
+    let began = Instant::now();
+    counters.http_sent.fetch_add(1, Relaxed);
+    let attempt = async {
+        match request(target, &mut conn).await {
+            // A kept-alive connection the server closed while it sat in the pool (latch
+            // closes idle client connections): sent again once on a new connection, as
+            // HTTP clients do for an idempotent request that got no answer at all.
+            Err(f) if reused && f.before_answer => {
                 conn = None;
-                t.errors += 1;
-                counters.http_err.fetch_add(1, Relaxed);
-                if t.first_errors.len() < KEEP_ERRORS && !t.first_errors.contains(&e) {
-                    t.first_errors.push(e.clone());
-                }
-                t.failures.push((crate::soak::epoch_ms(), e));
+                (request(target, &mut conn).await, Some(f.what))
             }
+            r => (r, None),
+        }
+    };
+    let (result, stale) = match timeout(REQUEST_TIMEOUT, attempt).await {
+        Ok(r) => r,
+        Err(_) => {
+            conn = None;
+            (
+                Err(Failure {
+                    what: "request timed out".into(),
+                    before_answer: false,
+                }),
+                None,
+            )
+        }
+    };
+    if let Some(c) = conn {
+        pool.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+    counters
+        .http_max_us
+        .fetch_max(began.elapsed().as_micros() as u64, Relaxed);
+    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+    t.sent += 1;
+    if let Some(what) = &stale {
+        t.stale_retried += 1;
+        if t.stale_errors.len() < KEEP_ERRORS && !t.stale_errors.contains(what) {
+            t.stale_errors.push(what.clone());
+        }
+    }
+    match result {
+        Ok((status, body)) => {
+            *t.statuses.entry(status).or_default() += 1;
+            if (200..300).contains(&status) {
+                t.ok += 1;
+                counters.http_ok.fetch_add(1, Relaxed);
+                *t.by_backend.entry(body).or_default() += 1;
+            } else {
+                t.non2xx += 1;
+                counters.http_non2xx.fetch_add(1, Relaxed);
+                t.failures
+                    .push((crate::soak::epoch_ms(), format!("status {status}")));
+            }
+        }
+        Err(f) => {
+            let e = format!(
+                "{} ({} connection)",
+                f.what,
+                if reused && stale.is_none() { "kept-alive" } else { "new" }
+            );
+            t.errors += 1;
+            counters.http_err.fetch_add(1, Relaxed);
+            if t.first_errors.len() < KEEP_ERRORS && !t.first_errors.contains(&e) {
+                t.first_errors.push(e.clone());
+            }
+            t.failures.push((crate::soak::epoch_ms(), e));
         }
     }
 }
 
+/// Why a request failed, and whether that was before any byte of an answer arrived.
+struct Failure {
+    what: String,
+    before_answer: bool,
+}
+
 /// One GET on the kept connection (opened first if there is none). Returns the status
 /// and the body (lossy UTF-8, trimmed).
-async fn request(
-    target: &Target,
-    conn: &mut Option<(Stream, Vec<u8>)>,
-) -> Result<(u16, String), String> {
+async fn request(target: &Target, conn: &mut Option<Conn>) -> Result<(u16, String), Failure> {
+    let early = |what: String| Failure {
+        what,
+        before_answer: true,
+    };
     if conn.is_none() {
-        *conn = Some((connect(target).await?, Vec::with_capacity(4096)));
+        *conn = Some((connect(target).await.map_err(early)?, Vec::with_capacity(4096)));
     }
     let Some((stream, buf)) = conn.as_mut() else {
-        return Err("no connection".into());
+        return Err(early("no connection".into()));
     };
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: wsload-soak\r\n\r\n",
@@ -180,8 +230,14 @@ async fn request(
         stream
             .write_all(req.as_bytes())
             .await
-            .map_err(|e| format!("write: {e}"))?;
-        read_response(stream, buf).await
+            .map_err(|e| early(format!("write: {e}")))?;
+        if buf.is_empty() {
+            fill(stream, buf).await.map_err(early)?;
+        }
+        read_response(stream, buf).await.map_err(|what| Failure {
+            what,
+            before_answer: false,
+        })
     };
     match io.await {
         Ok((status, body, keep)) => {

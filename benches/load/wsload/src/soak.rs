@@ -323,8 +323,10 @@ async fn session(
         rtt_max_us: 0,
         end: String::new(),
     };
+    // Skip, not Delay: a tick served late does not shift the ones after it, so a busy
+    // machine lowers the rate only when a whole period is missed.
     let mut tick = interval_at(Instant::now() + rng.millis(0, 999), PERIOD);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut outstanding: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut seq = 0u64;
     let mut stop_at: Option<Instant> = None;
@@ -576,6 +578,8 @@ fn summarize(sessions: &[Session], mut run: Value, http: Option<crate::http::Htt
             "statuses": h.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "by_backend": h.by_backend,
             "first_errors": h.first_errors,
+            "stale_retried": h.stale_retried,
+            "stale_errors": h.stale_errors,
             "failures": h.failures.iter().map(|(t, e)| json!([t, e])).collect::<Vec<_>>(),
         });
     }
