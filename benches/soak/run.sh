@@ -229,9 +229,18 @@ status_snapshot() { # label
 }
 EVENTS="$OUT/events.tsv"
 printf 'epoch_ms\tkind\tlabel\tcuts\tdetail\tload1\n' >"$EVENTS"
-event() { # kind label cuts detail
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(now_ms)" "$1" "$2" "$3" "$4" "$(cut -d' ' -f1 /proc/loadavg)" >>"$EVENTS"
+event() { # kind label cuts detail [epoch_ms, default now]
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${5:-$(now_ms)}" "$1" "$2" "$3" "$4" "$(cut -d' ' -f1 /proc/loadavg)" >>"$EVENTS"
   log "event: $1 $2 ($4)"
+}
+# CPU time (utime + stime, clock ticks) of one process, 0 if it is gone.
+ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0; }
+CPU="$OUT/cpu.tsv"
+printf 'label\tepoch_ms\tlatch\tclient\tws1\tws2\tws3\tmachine_busy\tmachine_total\n' >"$CPU"
+cpu_snapshot() { # label: CPU ticks of latch, the client, each backend, and the whole machine
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(now_ms)" "$(ticks "$LATCH_PID")" "$(ticks "$CLIENT_PID")" \
+    "$(ticks "${BE_PID[ws1]}")" "$(ticks "${BE_PID[ws2]}")" "$(ticks "${BE_PID[ws3]}")" \
+    "$(awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9 "\t" $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat)" >>"$CPU"
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -285,6 +294,7 @@ done
 T0=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).t0_ms)' "$CLIENT_DIR/ready.json")
 log "ready: $(cat "$CLIENT_DIR/ready.json")"
 status_snapshot start
+cpu_snapshot start
 
 # ---------------------------------------------------------------- timeline
 at() { # offset_ms: sleep until T0 + offset
@@ -293,9 +303,10 @@ at() { # offset_ms: sleep until T0 + offset
   return 0
 }
 reload() { # stage
-  local s=$1 before after i
+  local s=$1 before after i t
   write_config "$s" || { event reload "R$s" - "config rejected by latch check"; return; }
   before=$(metric 'latch_reloads_total{outcome="ok"}')
+  t=$(now_ms)
   kill -HUP "$LATCH_PID"
   for ((i = 0; i < 100; i++)); do
     after=$(metric 'latch_reloads_total{outcome="ok"}')
@@ -303,9 +314,9 @@ reload() { # stage
     sleep 0.1
   done
   if [ "${after:-0}" != "${before:-0}" ]; then
-    event reload "R$s" "$(removed_ws "$s")" "stage $s ok: ws_pool ${WS_STAGE[$s]}; http_pool ${HTTP_STAGE[$s]}"
+    event reload "R$s" "$(removed_ws "$s")" "stage $s, confirmed in $(($(now_ms) - t)) ms: ws_pool ${WS_STAGE[$s]}; http_pool ${HTTP_STAGE[$s]}" "$t"
   else
-    event reload "R$s" - "stage $s NOT confirmed within 10 s (latch_reloads_total ok $before -> $after)"
+    event reload "R$s" - "stage $s NOT confirmed within 10 s (latch_reloads_total ok $before -> $after)" "$t"
     NOTES+=("Reload $s was not confirmed by latch_reloads_total; see target/soak/logs/latch.log.")
   fi
   status_snapshot "R$s"
@@ -313,16 +324,20 @@ reload() { # stage
 PLAN=()
 for k in 1 2 3 4 5; do PLAN+=("$((DURATION * 1000 * k / 6)) reload $k"); done
 PLAN+=("$((DURATION * 1000 * 13 / 24)) kill ws1" "$((DURATION * 1000 * 15 / 24)) restart ws1")
+PLAN+=("$((DURATION * 1000 - 1000)) cpu end")
 while read -r off what arg; do
   at "$off"
   kill -0 "$CLIENT_PID" 2>/dev/null || { NOTES+=("The client exited early, before $what $arg."); break; }
   case $what in
     reload) reload "$arg" ;;
     kill)
+      cpu_snapshot "kill $arg"
+      t=$(now_ms) # the event's time is when the signal goes, not when the process is reaped
       kill -KILL "${BE_PID[$arg]}"
       wait "${BE_PID[$arg]}" 2>/dev/null
-      event kill "kill $arg" "$arg" "SIGKILL to pid ${BE_PID[$arg]}"
+      event kill "kill $arg" "$arg" "SIGKILL to pid ${BE_PID[$arg]}; reaped after $(($(now_ms) - t)) ms" "$t"
       status_snapshot "kill" ;;
+    cpu) cpu_snapshot "$arg" ;;
     restart)
       if start_backend "$arg"; then event restart "restart $arg" - "pid ${BE_PID[$arg]}"
       else event restart "restart $arg" - "FAILED to listen again"; fi
@@ -372,7 +387,7 @@ fi
 } >"$OUT/header.md"
 : >"$OUT/notes.md"
 for n in "${NOTES[@]}"; do echo "- $n" >>"$OUT/notes.md"; done
-node "$HERE/report.js" "$OUT" "$(getconf CLK_TCK)" "$GRACE" >"$OUT/results.md" || { log "report.js failed"; exit 1; }
+node "$HERE/report.js" "$OUT" "$(getconf CLK_TCK)" "$GRACE" "$HTTP_RATE" >"$OUT/results.md" || { log "report.js failed"; exit 1; }
 if [ "$PUBLISH" = 1 ]; then
   sed 's/](chart\.svg)/](results.svg)/' "$OUT/results.md" >"$HERE/results.md"
   cp "$OUT/chart.svg" "$HERE/results.svg"
