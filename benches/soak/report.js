@@ -85,6 +85,7 @@ function slope(rs) {
   return sxx ? (sxy / sxx) * 3600 / 1024 : 0;
 }
 const secondHalf = inRun.filter((r) => r.t >= D / 2);
+const rssAt = (t) => inRun.reduce((a, b) => (Math.abs(b.t - t) < Math.abs(a.t - t) ? b : a), inRun[0]);
 const loads = inRun.map((r) => r.load1).filter((x) => typeof x === 'number');
 const cpus = inRun.map((r) => r.cpu).filter((x) => x !== undefined && !Number.isNaN(x));
 const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
@@ -156,6 +157,11 @@ md += `| latch RSS, all ${n(ready.opened)} connections open (t = 0) | ${mib(star
 md += `| latch RSS at the end (t = ${endRow.t.toFixed(0)} s) | ${mib(endRow.rss)} MiB (${endRow.rss >= startRow.rss ? '+' : ''}${(100 * (endRow.rss - startRow.rss) / startRow.rss).toFixed(1)}%) | flat |\n`;
 md += `| latch RSS max / min during the run | ${mib(maxRow.rss)} MiB at ${maxRow.t.toFixed(0)} s / ${mib(minRow.rss)} MiB at ${minRow.t.toFixed(0)} s | |\n`;
 md += `| latch RSS trend (least squares), whole run / second half | ${slope(inRun).toFixed(1)} / ${slope(secondHalf).toFixed(1)} MiB per hour | about 0 |\n`;
+const lastCut = Math.max(0, ...events.filter((e) => e.cuts && e.cuts !== '-').map((e) => e.t + (e.kind === 'reload' ? GRACE_MS / 1000 : 0)));
+const quiet = inRun.filter((r) => r.t >= lastCut + 30);
+if (quiet.length > 60) {
+  md += `| latch RSS trend from ${(lastCut + 30).toFixed(0)} s (30 s after the last tunnels were cut) to the end | ${slope(quiet).toFixed(1)} MiB per hour (${mib(quiet[0].rss)} → ${mib(quiet[quiet.length - 1].rss)} MiB) | about 0 |\n`;
+}
 md += `| WS messages sent / echoed | ${n(total.sent)} / ${n(total.echoed)} | |\n`;
 md += `| messages lost on tunnels whose backend stayed | **${n(total.lostOther)}** | 0 |\n`;
 md += `| tunnels closed unexpectedly (not by the kill or a drain) | **${n(total.unexpected)}** | 0 |\n`;
@@ -173,6 +179,15 @@ if (cpuUse) {
 md += `| load average (1 min) during the run, min / mean / max | ${Math.min(...loads).toFixed(2)} / ${mean(loads).toFixed(2)} / ${Math.max(...loads).toFixed(2)} | |\n`;
 md += `\nRSS with no connection (before the ramp): ${mib(baseline.rss)} MiB; ${after.t.toFixed(0)} s in, after every connection closed: ${mib(after.rss)} MiB. ` +
   `Opening the ${n(ready.opened)} connections took ${(-rows[0].t).toFixed(0)} s from latch's start (${ready.failed} failed).\n`;
+
+md += '\n### RSS from each event to the next\n\n| from | to | RSS at the start | RSS at the end | change |\n|---|---|---|---|---|\n';
+{
+  const marks = [{ t: 0, label: 'all connections open' }, ...events.map((e) => ({ t: e.t, label: `${e.label} (${e.t.toFixed(0)} s)` })), { t: endRow.t, label: 'end' }];
+  for (let i = 0; i + 1 < marks.length; i++) {
+    const a = rssAt(Math.max(0, marks[i].t - 1)), b = rssAt(marks[i + 1].t - 1);
+    md += `| ${marks[i].label} | ${marks[i + 1].label === 'end' ? `end (${endRow.t.toFixed(0)} s)` : marks[i + 1].label} | ${mib(a.rss)} MiB | ${mib(b.rss)} MiB | ${b.rss >= a.rss ? '+' : ''}${((b.rss - a.rss) / 1024).toFixed(1)} MiB |\n`;
+  }
+}
 
 md += '\n## Per backend\n\n';
 md += 'A tunnel is *cut on purpose* when its backend was killed (closed within 15 s of the kill) or removed from `ws_pool` by a reload (closed between the reload and 15 s after `grace` ended). Every other tunnel\'s backend stayed: its loss must be zero. *lost* is messages sent minus echoes received when the tunnel closed (after up to 5 s of waiting at the end).\n\n';
@@ -223,7 +238,13 @@ const niceStep = (m, parts) => {
 };
 const niceMax = (m) => { const st = niceStep(m, 6); return Math.ceil((m || 1) / st) * st; };
 const rssMax = niceMax(Math.max(...rows.map((r) => r.rss)) / 1024 * 1.1);
-const rateRows = rate.map((r) => ({ t: rel(r.epoch_ms), echoed: r.echoed / r.dt, open: r.open }));
+// Echoes a second as a centred 5-second mean: on a busy machine a stalled second is
+// followed by a burst, and the raw line (in rss.tsv) is mostly that noise.
+const rateRows = rate.map((r, i) => {
+  const w = rate.slice(Math.max(0, i - 2), i + 3);
+  const echoed = w.reduce((a, x) => a + x.echoed, 0) / w.reduce((a, x) => a + x.dt, 0);
+  return { t: rel(r.epoch_ms), echoed, open: r.open };
+});
 const rateMax = niceMax(Math.max(...rateRows.map((r) => Math.max(r.echoed, r.open)), 1) * 1.1);
 const Y1 = (v) => top1 + h1 - (v / rssMax) * h1;
 const Y2 = (v) => top2 + h2 - (v / rateMax) * h2;
@@ -234,7 +255,7 @@ svg += `<rect width="${W}" height="${H}" fill="white"/>\n`;
 svg += `<text x="${L}" y="20" font-size="15" font-weight="bold">latch soak: ${n(ready.opened)} WSS connections for ${D} s, 5 reloads, one backend killed</text>\n`;
 // ramp shading
 svg += `<rect x="${X(x0)}" y="${top1}" width="${X(0) - X(x0)}" height="${top2 + h2 - top1}" fill="#f2f2f2"/>\n`;
-svg += `<text x="${(X(x0) + X(0)) / 2}" y="${top1 + 14}" text-anchor="middle" fill="#888">ramp</text>\n`;
+if (X(0) - X(x0) > 40) svg += `<text x="${(X(x0) + X(0)) / 2}" y="${top1 + 14}" text-anchor="middle" fill="#888">ramp</text>\n`;
 for (const [top, h, max, Y, label] of [[top1, h1, rssMax, Y1, 'latch RSS, MiB'], [top2, h2, rateMax, Y2, 'per second']]) {
   svg += `<rect x="${L}" y="${top}" width="${W - L - R}" height="${h}" fill="none" stroke="#999"/>\n`;
   const st = niceStep(max, 6);
@@ -257,16 +278,25 @@ for (const e of events) {
   svg += `<line x1="${X(e.t)}" x2="${X(e.t)}" y1="${e.kind === 'reload' ? top1 - 4 : top1 - 20}" y2="${top2 + h2}" stroke="${color}" stroke-dasharray="4 3"/>` +
     `<text x="${X(e.t)}" y="${e.kind === 'reload' ? top1 - 8 : top1 - 24}" text-anchor="middle" fill="${color}">${esc(label)}</text>\n`;
 }
+// Where a reload's drain ended: the removed server's tunnels are closed after `grace`.
+for (const e of events.filter((e) => e.kind === 'reload' && e.cuts && e.cuts !== '-')) {
+  const t = e.t + GRACE_MS / 1000;
+  svg += `<line x1="${X(t)}" x2="${X(t)}" y1="${top1 - 20}" y2="${top2 + h2}" stroke="#e377c2" stroke-dasharray="2 3"/>` +
+    `<text x="${X(t) + 3}" y="${top1 - 24}" fill="#e377c2">${esc(e.cuts)} cut (grace)</text>\n`;
+}
 svg += line(rows.map((r) => [X(r.t), Y1(r.rss / 1024)]), '#1f77b4', 2) + '\n';
 svg += line(rateRows.map((r) => [X(r.t), Y2(r.open)]), '#999', 1.5, '5 3') + '\n';
 svg += line(rateRows.map((r) => [X(r.t), Y2(r.echoed)]), '#2ca02c', 1.2) + '\n';
 for (const f of failT) svg += `<line x1="${X(f.t)}" x2="${X(f.t)}" y1="${top2 + h2 - 12}" y2="${top2 + h2}" stroke="#d62728" stroke-width="2"/>\n`;
 for (const s of total.unexpectedList.slice(0, 500)) svg += `<circle cx="${X(rel(s.closed_ms))}" cy="${top2 + 6}" r="2.5" fill="#ff7f0e"/>\n`;
 // legend
-const lg = [['#1f77b4', 'latch RSS (top)', ''], ['#2ca02c', 'echoes received / s', ''], ['#999', 'open connections', '5 3'],
+const lg0 = [['#1f77b4', 'latch RSS (top)', ''], ['#2ca02c', 'echoes received / s (5 s mean)', ''], ['#999', 'open connections', '5 3'],
   ['#d62728', `HTTP failures (${n(failT.length)})`, ''], ['#ff7f0e', `unexpected tunnel closes (${n(total.unexpected)})`, '']];
-lg.forEach(([c, t, d], i) => {
-  const x = L + i * 175, y = H - 14;
+const lg = lg0;
+let lx = L;
+lg.forEach(([c, t, d]) => {
+  const x = lx, y = H - 14;
+  lx += 40 + t.length * 6.3;
   svg += `<line x1="${x}" x2="${x + 22}" y1="${y - 4}" y2="${y - 4}" stroke="${c}" stroke-width="2"${d ? ` stroke-dasharray="${d}"` : ''}/><text x="${x + 27}" y="${y}">${esc(t)}</text>\n`;
 });
 svg += '</svg>\n';

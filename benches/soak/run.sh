@@ -382,7 +382,11 @@ fi
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- machine: $(nproc) CPUs, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr); shared with other engineers' builds and tests"
   echo "- load average (1/5/15 min): before $LOAD_BEFORE, after $LOAD_AFTER"
-  echo "- latch: $("$LATCH" --version 2>/dev/null || echo latch) at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "?"), \`workers = 0\` (one per core), \`grace = \"${GRACE}s\"\`"
+  # The commit that last changed what latch is built from (src/, Cargo.*), and whether
+  # those files differ from it: commits to benches/ do not change the binary measured.
+  SRC_AT="$(git -C "$ROOT" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || echo "?")"
+  git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || SRC_AT="$SRC_AT with uncommitted changes"
+  echo "- latch: $("$LATCH" --version 2>/dev/null || echo latch), built from src/ as of commit $SRC_AT (bench scripts at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "?")), \`workers = 0\` (one per core), \`grace = \"${GRACE}s\"\`"
   echo "- run: $CONNS WSS connections for ${DURATION}s after all were open, one 64-byte message a second each; HTTP GET at $HTTP_RATE req/s; 5 reloads and one backend kill (SIGKILL) and restart"
 } >"$OUT/header.md"
 : >"$OUT/notes.md"
