@@ -59,6 +59,12 @@ impl Target {
 
     /// TCP (no Nagle), then TLS if `wss`, then the WebSocket handshake.
     pub async fn connect(&self) -> Result<Ws, String> {
+        Ok(self.connect_named().await?.0)
+    }
+
+    /// [`Target::connect`], also returning the `X-Backend` header of the `101`, if any
+    /// (set by `wsload echo-server --name`).
+    pub async fn connect_named(&self) -> Result<(Ws, Option<String>), String> {
         let tcp = TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -72,10 +78,15 @@ impl Target {
                     .map_err(|e| format!("tls: {e}"))?,
             ),
         };
-        let (ws, _) = client_async(self.url.as_str(), stream)
+        let (ws, resp) = client_async(self.url.as_str(), stream)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        Ok(ws)
+        let backend = resp
+            .headers()
+            .get("x-backend")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((ws, backend))
     }
 }
 

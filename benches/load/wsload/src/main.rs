@@ -9,7 +9,14 @@
 //! wsload idle URL N READYFILE         open N connections (100 handshakes in flight at most),
 //!                                     write JSON {opened, failed, errors} to READYFILE,
 //!                                     then hold them idle until killed
-//! wsload echo-server PORT [CERT KEY]  WS (or, with CERT/KEY, WSS) echo backend on 127.0.0.1
+//! wsload echo-server PORT [CERT KEY] [--name NAME]
+//!                                     WS (or, with CERT/KEY, WSS) echo backend on 127.0.0.1;
+//!                                     with a name, it tags its 101 and its echoes with it
+//!                                     (and answers plain HTTP requests with 200 in any case)
+//! wsload soak URL CONNS SECS OUTDIR [HTTP_URL RATE]
+//!                                     CONNS connections each sending a numbered message a
+//!                                     second for SECS, reconnecting when closed, and an
+//!                                     optional HTTP GET loop at RATE req/s; files in OUTDIR
 //! ```
 //!
 //! URLs are `ws://` or `wss://`. A `wss://` client does not verify the certificate chain
@@ -22,15 +29,17 @@
 
 mod conn;
 mod echo;
+mod http;
 mod idle;
 mod server;
+mod soak;
 mod tls;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str =
-    "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | echo-server PORT [CERT KEY]";
+const USAGE: &str = "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | \
+     echo-server PORT [CERT KEY] [--name NAME] | soak URL CONNS SECS OUTDIR [HTTP_URL RATE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,13 +66,39 @@ fn main() -> ExitCode {
             Ok(n) => rt.block_on(idle::run(url, n, ready.as_ref(), max_lifetime())),
             Err(_) => Err(USAGE.to_string()),
         },
-        ["echo-server", port, rest @ ..] => match (port.parse(), rest) {
-            (Ok(port), []) => rt.block_on(server::run(port, None, max_lifetime())),
-            (Ok(port), [cert, key]) => {
-                rt.block_on(server::run(port, Some((cert, key)), max_lifetime()))
+        ["echo-server", port, rest @ ..] => {
+            let (rest, name) = match rest {
+                [r @ .., "--name", n] => (r, Some(n.to_string())),
+                r => (r, None),
+            };
+            match (port.parse(), rest) {
+                (Ok(port), []) => rt.block_on(server::run(port, None, name, max_lifetime())),
+                (Ok(port), [cert, key]) => rt.block_on(server::run(
+                    port,
+                    Some((cert, key)),
+                    name,
+                    max_lifetime(),
+                )),
+                _ => Err(USAGE.to_string()),
             }
-            _ => Err(USAGE.to_string()),
-        },
+        }
+        ["soak", url, conns, secs, out, rest @ ..] => {
+            let http = match rest {
+                [] => Ok(None),
+                [u, rate] => rate.parse::<f64>().map(|r| Some((u.to_string(), r))).map_err(drop),
+                _ => Err(()),
+            };
+            match (conns.parse(), secs.parse(), http) {
+                (Ok(conns), Ok(secs), Ok(http)) => rt.block_on(soak::run(
+                    url,
+                    conns,
+                    Duration::from_secs_f64(secs),
+                    out.as_ref(),
+                    http,
+                )),
+                _ => Err(USAGE.to_string()),
+            }
+        }
         _ => Err(USAGE.to_string()),
     };
     // Do not wait for tasks still parked on sockets: the work is done.
