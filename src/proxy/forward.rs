@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use super::access::Served;
 use super::body::{Body, BoxError, HoldUntilEnd, ReqBody};
 use super::error::{Condition, ProxyError};
-use super::{ConnInfo, ListenerRoutes, Routing, Shared, Upstream, headers, select, tunnel};
+use super::{ConnInfo, ListenerRoutes, Routing, Shared, Upstream, headers, host, select, tunnel};
 use crate::backend::conn::{self, Conn, SendError, Streaming, UpgradeError};
 use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
@@ -55,8 +55,11 @@ pub(super) async fn forward(
         .get(&conn.listener)
         .or(conn.routes.as_ref())
         .ok_or(ProxyError::BadRequest("listener gone"))?;
+    // Routing and forwarding use this one value (RFC 9112 §3.2).
+    let host = host::request_host(req.uri(), req.headers(), req.version())
+        .map_err(ProxyError::BadRequest)?;
     let upstream = {
-        let host = request_host(&req)?;
+        let host = host::route_host(host.as_ref());
         let path = req.uri().path();
         routes
             .find(host, path)
@@ -77,6 +80,7 @@ pub(super) async fn forward(
         conn,
         routes,
         upgrade.as_ref().map(|u| &u.offered),
+        host,
     );
     let body = ReqBody::read(body, upstream.retry.max_body).await?;
     // The backend gets origin-form (RFC 9112 §3.2.1), whatever the client sent.
@@ -467,11 +471,17 @@ fn rewrite_headers(
     conn: &ConnInfo,
     routes: &ListenerRoutes,
     upgrade: Option<&HeaderValue>,
+    host: Option<HeaderValue>,
 ) {
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(proto) = upgrade {
         headers::keep_upgrade(&mut parts.headers, proto.clone());
+    }
+    // After the strip: `Connection: Host` must not remove it. In
+    // absolute-form this replaces the client's Host with the authority.
+    if let Some(host) = host {
+        parts.headers.insert(header::HOST, host);
     }
     headers::set_forwarded(
         &mut parts.headers,
@@ -489,70 +499,4 @@ fn response_headers(h: &mut http::HeaderMap) {
         h.remove(header::CONTENT_LENGTH);
     }
     headers::strip_hop_by_hop(h);
-}
-
-/// The host a request is for, without port: the absolute URI's authority if
-/// given (RFC 9112 §3.2.2), else `Host`. HTTP/1.1 requires one.
-fn request_host(req: &Request<Incoming>) -> Result<&str, ProxyError> {
-    if let Some(a) = req.uri().authority() {
-        return Ok(a.host());
-    }
-    match req.headers().get(header::HOST) {
-        Some(h) => {
-            let h = h
-                .to_str()
-                .map_err(|_| ProxyError::BadRequest("Host is not text"))?;
-            host_of(h).ok_or(ProxyError::BadRequest("malformed Host"))
-        }
-        None if req.version() == Version::HTTP_11 => Err(ProxyError::BadRequest("missing Host")),
-        None => Ok(""),
-    }
-}
-
-/// The host part of a `Host` value (`name`, `name:port`, `[v6]:port`), if
-/// it is a valid `uri-host [ ":" port ]` (RFC 9110 §7.2). No allocation.
-fn host_of(value: &str) -> Option<&str> {
-    let (host, port) = match value.strip_prefix('[') {
-        Some(rest) => {
-            let end = rest.find(']')?;
-            let literal = &rest[..end];
-            let ok = !literal.is_empty()
-                && literal
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-            if !ok {
-                return None;
-            }
-            value.split_at(end + 2)
-        }
-        None => match value.rfind(':') {
-            Some(i) => value.split_at(i),
-            None => (value, ""),
-        },
-    };
-    let port_ok =
-        port.is_empty() || (port.starts_with(':') && port[1..].bytes().all(|b| b.is_ascii_digit()));
-    let name_ok = host.starts_with('[')
-        || (!host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)));
-    (port_ok && name_ok).then_some(host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_values() {
-        assert_eq!(host_of("Example.COM:8080"), Some("Example.COM"));
-        assert_eq!(host_of("[::1]:443"), Some("[::1]"));
-        assert_eq!(host_of("a.test"), Some("a.test"));
-        assert_eq!(host_of("a b"), None);
-        assert_eq!(host_of("user@a.test"), None);
-        assert_eq!(host_of("a.test:80:80"), None);
-        assert_eq!(host_of("[zz]:1"), None);
-        assert_eq!(host_of(""), None);
-    }
 }
