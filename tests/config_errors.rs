@@ -144,6 +144,25 @@ fn references_and_duplicates_are_checked() {
         "listener[0].route[0].path_prefix",
         "must start with `/`",
     );
+    // Requests are routed by their normalised path: a prefix that is not
+    // normal would never match.
+    for (prefix, words) in [
+        ("/%61dmin", "write `/admin`"),
+        ("/api//v1", "write `/api/v1`"),
+        ("/x/../admin", "write `/admin`"),
+        ("/../x", "climbs above /"),
+        ("/%zz", "malformed percent-encoding"),
+    ] {
+        assert_err(
+            &with_upstream(&format!(
+                "[[listener]]\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"{prefix}\"\nupstream = \"app\"\n"
+            )),
+            4,
+            15,
+            "listener[0].route[0].path_prefix",
+            words,
+        );
+    }
     assert_err(
         &with_upstream(
             "[[listener]]\nbind = \"127.0.0.1:7001\"\nupstream = \"app\"\n[[listener]]\nbind = \"127.0.0.1:7001\"\nupstream = \"app\"\n",

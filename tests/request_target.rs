@@ -132,3 +132,65 @@ async fn connection_cannot_make_host_hop_by_hop() {
         );
     }
 }
+
+// === Path (RFC 3986 §5.2.4, §6.2.2) ===
+
+#[tokio::test]
+async fn routes_match_the_normalised_path_and_the_backend_gets_it() {
+    let (lb, b) = routed().await;
+    let addr = lb.addr();
+    let [public, _, admin] = &b;
+    // (sent, backend that must answer, target the backend must receive)
+    let cases = [
+        ("/x/../admin/echo", admin, "/admin/echo"),
+        ("/%61dmin/echo", admin, "/admin/echo"),
+        ("/%61%64%6D%69%6e/echo", admin, "/admin/echo"),
+        ("//admin/echo", admin, "/admin/echo"),
+        ("/./admin//./echo", admin, "/admin/echo"),
+        ("/admin/x/%2e%2e/echo", admin, "/admin/echo"),
+        // The query is passed as sent.
+        (
+            "/x/./y/../../admin/echo?a=/../b&c=%61",
+            admin,
+            "/admin/echo?a=/../b&c=%61",
+        ),
+        // Reserved characters stay encoded (an encoded slash is not a slash);
+        // their hex digits are upper-cased.
+        ("/admin/echo%2f..", admin, "/admin/echo%2F.."),
+        ("/admin/../echo", public, "/echo"),
+        ("/public/../echo?x", public, "/echo?x"),
+    ];
+    for (sent, backend, got) in cases {
+        let r = raw_get(addr, sent, &["Host: any.example"]).await;
+        assert_eq!(
+            r.header("x-backend"),
+            Some(backend.name.as_str()),
+            "{sent}: {r:?}"
+        );
+        assert_eq!(backend.last_uri().as_deref(), Some(got), "{sent}");
+    }
+    // The case the issue names, end to end: a backend that normalises the
+    // path itself would otherwise serve /admin to the public route.
+    let r = raw_get(addr, "/x/../admin/echo", &["Host: public.example"]).await;
+    assert_eq!(r.header("x-backend"), Some("admin"), "{r:?}");
+    assert_eq!(admin.last_uri().as_deref(), Some("/admin/echo"));
+}
+
+#[tokio::test]
+async fn a_path_that_climbs_above_the_root_or_is_badly_escaped_is_400() {
+    let (lb, b) = routed().await;
+    let before = hits(&b);
+    for sent in [
+        "/../admin/echo",
+        "/x/../../admin/echo",
+        "/%2e%2e/admin/echo",
+        "/x/%2E%2E/%2e%2e/echo",
+        "/..",
+        "/admin/%zz",
+        "/admin/%4",
+    ] {
+        let r = raw_get(lb.addr(), sent, &["Host: public.example"]).await;
+        assert_eq!(r.status, 400, "{sent}: {r:?}");
+    }
+    assert_eq!(hits(&b), before, "a bad path reached a backend");
+}

@@ -461,7 +461,24 @@ impl Validator<'_> {
                         "must start with `/`",
                     ));
                 }
-                Some(p) => p.get_ref().clone(),
+                // Requests are matched in normal form; a prefix that is not
+                // could never match.
+                Some(p) => match crate::path::normalise(p.get_ref()) {
+                    Ok(std::borrow::Cow::Borrowed(_)) => p.get_ref().clone(),
+                    Ok(std::borrow::Cow::Owned(normal)) => {
+                        return Err(self.err(
+                            p.span(),
+                            format!("{rkey}.path_prefix"),
+                            format!(
+                                "requests are routed by their normalised path, so this \
+                                 prefix never matches; write `{normal}`"
+                            ),
+                        ));
+                    }
+                    Err(why) => {
+                        return Err(self.err(p.span(), format!("{rkey}.path_prefix"), why));
+                    }
+                },
                 None => "/".to_string(),
             };
             routes.push(Route {

@@ -17,6 +17,7 @@
 //! copies them when another attempt could follow. The upstream connection is
 //! the server's pooled [`Conn`], driven by this task (see `backend/conn.rs`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,9 +59,16 @@ pub(super) async fn forward(
     // Routing and forwarding use this one value (RFC 9112 §3.2).
     let host = host::request_host(req.uri(), req.headers(), req.version())
         .map_err(ProxyError::BadRequest)?;
+    // Routes match, and the backend receives, the normalised path; `None`
+    // when it is normal already (no allocation).
+    let normal = match crate::path::normalise(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(p)) => Some(p),
+        Err(why) => return Err(ProxyError::BadRequest(why)),
+    };
     let upstream = {
         let host = host::route_host(host.as_ref());
-        let path = req.uri().path();
+        let path = normal.as_deref().unwrap_or(req.uri().path());
         routes
             .find(host, path)
             .and_then(|r| routing.upstreams.get(&r.upstream))
@@ -83,12 +91,10 @@ pub(super) async fn forward(
         host,
     );
     let body = ReqBody::read(body, upstream.retry.max_body).await?;
-    // The backend gets origin-form (RFC 9112 §3.2.1), whatever the client sent.
-    let target = match (parts.uri.scheme(), parts.uri.path_and_query()) {
-        (Some(_), Some(pq)) => Uri::from(pq.clone()),
-        _ => parts.uri.clone(),
-    };
-    let uri = parts.uri.clone();
+    let target =
+        crate::path::origin_form(&parts.uri, normal.as_deref()).map_err(ProxyError::BadRequest)?;
+    // The key borrows its path and query; a clone shares the bytes.
+    let uri = target.clone();
     let key = select::request_key(
         &upstream,
         &mut parts.headers,
