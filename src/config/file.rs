@@ -43,7 +43,8 @@ pub struct ServerSection {
     /// Time a client has to complete a TLS handshake.
     #[serde(default = "default_handshake_timeout")]
     pub tls_handshake_timeout: Dur,
-    /// Largest request head accepted; bigger gets 431.
+    /// Largest request head accepted (request line to blank line, exact);
+    /// bigger gets 431.
     #[serde(default = "default_max_header_size")]
     pub max_header_size: Spanned<Size>,
     /// One line per request and per closed tunnel: "off", "text" or "json".

@@ -136,6 +136,11 @@ impl ConnCtx {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(server.header_timeout)
+            // The head limit, exact: hyper counts from the request line to
+            // the blank line and answers 431 past it, however the bytes
+            // arrive. The buffer limit alone is not exact: one large read
+            // can carry a whole head past it.
+            .max_header_size(server.max_header_size)
             .max_buf_size(server.max_header_size)
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
