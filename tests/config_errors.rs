@@ -86,6 +86,13 @@ fn bad_values_are_rejected_with_their_place() {
         "invalid duration `3x`",
     );
     assert_err(
+        "[server]\nclient_body_timeout = \"forever\"\n",
+        2,
+        23,
+        "server.client_body_timeout",
+        "invalid duration `forever`",
+    );
+    assert_err(
         "[server]\nmax_header_size = 100\n[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n",
         2,
         19,

@@ -46,6 +46,8 @@ pub struct ServerSettings {
     pub grace: Duration,
     pub header_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// Longest gap in a request body while it is read; zero = none.
+    pub client_body_timeout: Duration,
     pub max_header_size: usize,
     pub pool_max_idle: usize,
     pub pool_idle_timeout: Duration,
@@ -131,6 +133,7 @@ impl ServerConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
+    /// To the response head, then between response body reads.
     pub read: Duration,
     pub tunnel_idle: Duration,
 }
@@ -244,6 +247,7 @@ impl Validator<'_> {
             grace: s.grace.0,
             header_timeout: s.header_timeout.0,
             tls_handshake_timeout: s.tls_handshake_timeout.0,
+            client_body_timeout: s.client_body_timeout.0,
             max_header_size: s.max_header_size.get_ref().0,
             pool_max_idle: s.pool_max_idle,
             pool_idle_timeout: s.pool_idle_timeout.0,

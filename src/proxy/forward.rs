@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::access::Served;
-use super::body::{Body, BoxError, HoldUntilEnd, ReqBody};
+use super::body::{Body, HoldUntilEnd, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
 use super::{ConnInfo, ListenerRoutes, Routing, Shared, Upstream, headers, host, select, tunnel};
 use crate::backend::conn::{self, Conn, SendError, Streaming, UpgradeError};
@@ -90,7 +90,8 @@ pub(super) async fn forward(
         upgrade.as_ref().map(|u| &u.offered),
         host,
     );
-    let body = ReqBody::read(body, upstream.retry.max_body).await?;
+    let idle = routing.server.client_body_timeout;
+    let body = ReqBody::read(body, upstream.retry.max_body, idle).await?;
     let target =
         crate::path::origin_form(&parts.uri, normal.as_deref()).map_err(ProxyError::BadRequest)?;
     // The key borrows its path and query; a clone shares the bytes.
@@ -190,6 +191,9 @@ impl Attempts<'_> {
                         .retry(&up.name, &format!("http_{status}"));
                     last = Some(Ok(answer));
                 }
+                // The client's body failed (or went quiet): not the server's
+                // fault, and no other server would do better.
+                Err(e) if e.client_fault() => return Err(e),
                 Err(e) => {
                     backend.condition.record_failure();
                     let listed = e.condition().is_some_and(|c| retry_listed(retry, c));
@@ -303,15 +307,18 @@ impl Attempts<'_> {
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let (mut parts, body) = resp.into_parts();
             response_headers(&mut parts.headers);
+            // `timeouts.read` also bounds each wait for the body's next bytes
+            // (nginx `proxy_read_timeout`).
+            let read = up.timeouts.read;
             let body = match conn {
                 Some(c) => {
                     let max_idle = self.settings.pool_max_idle;
-                    Streaming::new(body, c, placed.active, max_idle)
-                        .map_err(BoxError::from)
-                        .boxed()
+                    let body = Streaming::new(body, c, placed.active, max_idle);
+                    IdleTimeout::new(body, read, "the backend").boxed()
                 }
                 None => {
-                    HoldUntilEnd::new(body.map_err(BoxError::from).boxed(), placed.active).boxed()
+                    let body = IdleTimeout::new(body, read, "the backend").boxed();
+                    HoldUntilEnd::new(body, placed.active).boxed()
                 }
             };
             return Ok((Response::from_parts(parts, body), served));
