@@ -115,6 +115,33 @@ fn bad_values_are_rejected_with_their_place() {
     );
     assert_err(
         &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\nmax_connections = 0\n",
+        ),
+        4,
+        19,
+        "listener[0].max_connections",
+        "at least 1",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\nmax_connections = 10\nmax_connections_per_client = 20\n",
+        ),
+        5,
+        30,
+        "listener[0].max_connections_per_client",
+        "more than max_connections (10)",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\nmax_connections = \"many\"\n",
+        ),
+        4,
+        19,
+        "listener.max_connections",
+        "invalid type",
+    );
+    assert_err(
+        &with_upstream(
             "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\ntrusted_proxies = [\"10.0.0.0/40\"]\n",
         ),
         4,

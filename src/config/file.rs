@@ -134,6 +134,12 @@ pub struct ListenerSection {
     /// Peers (CIDRs) whose `X-Forwarded-*` headers are believed and extended.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Most client connections open at once; at the limit the listener
+    /// stops accepting until one closes. Unset = no limit.
+    pub max_connections: Option<Spanned<usize>>,
+    /// Most connections open at once from one client address; more are
+    /// closed at once. Unset = no limit.
+    pub max_connections_per_client: Option<Spanned<usize>>,
 }
 
 /// One `[[listener.route]]`: first match wins, in file order.

@@ -78,6 +78,10 @@ pub struct ListenerConfig {
     pub routes: Vec<Route>,
     pub tls: Option<TlsSettings>,
     pub trusted_proxies: Vec<Cidr>,
+    /// Client connections open at once; `None` = no limit.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address; `None` = no limit.
+    pub max_connections_per_client: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -516,11 +520,37 @@ impl Validator<'_> {
             })?;
             trusted_proxies.push(cidr);
         }
+        let at_least_one = |v: &Option<Spanned<usize>>, name: &str| match v {
+            Some(m) if *m.get_ref() == 0 => Err(self.err(
+                m.span(),
+                format!("{key}.{name}"),
+                "must be at least 1 (leave it out for no limit)",
+            )),
+            Some(m) => Ok(Some(*m.get_ref())),
+            None => Ok(None),
+        };
+        let max_connections = at_least_one(&l.max_connections, "max_connections")?;
+        let max_connections_per_client =
+            at_least_one(&l.max_connections_per_client, "max_connections_per_client")?;
+        if let (Some(max), Some(per), Some(span)) = (
+            max_connections,
+            max_connections_per_client,
+            l.max_connections_per_client.as_ref().map(|s| s.span()),
+        ) && per > max
+        {
+            return Err(self.err(
+                span,
+                format!("{key}.max_connections_per_client"),
+                format!("is more than max_connections ({max}), so it would never apply"),
+            ));
+        }
         Ok(ListenerConfig {
             bind,
             routes,
             tls,
             trusted_proxies,
+            max_connections,
+            max_connections_per_client,
         })
     }
 
