@@ -29,6 +29,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod listener;
+pub mod log;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
@@ -40,10 +41,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::warn;
 
 pub use config::{Config, ConfigError};
 use proxy::{Routing, Shared};
@@ -76,7 +76,9 @@ pub struct Handle {
 
 struct Inner {
     shared: Arc<Shared>,
-    admin: Option<SocketAddr>,
+    /// What the admin routes read (its token follows reloads), wherever the
+    /// admin listener is bound.
+    admin: Arc<admin::AdminState>,
     /// Parent of every listener's and checker's stop token.
     stop_accepting: CancellationToken,
     /// Cancelled to ask open connections to finish their request and close.
@@ -104,22 +106,21 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         hard_stop: CancellationToken::new(),
         metrics,
     });
-    let admin = match &config.admin {
-        Some(a) => Some(
-            TcpListener::bind(a.bind)
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: "admin listener",
-                    addr: a.bind,
-                    source,
-                })?,
-        ),
-        None => None,
-    };
-    let admin_addr = admin.as_ref().and_then(|tcp| tcp.local_addr().ok());
-    let inner = Arc::new(Inner {
+    let admin =
+        reload::prepare_admin(&config, None).map_err(|(addr, source)| StartError::Bind {
+            what: "admin listener",
+            addr,
+            source,
+        })?;
+    let inner = Arc::new_cyclic(|weak| Inner {
+        admin: Arc::new(admin::AdminState {
+            shared: shared.clone(),
+            metrics: shared.metrics.clone(),
+            token: Default::default(),
+            reload: Some(reload_fn(weak.clone())),
+            started: std::time::Instant::now(),
+        }),
         shared,
-        admin: admin_addr,
         stop_accepting: stop_accepting.clone(),
         drain: CancellationToken::new(),
         conns: conns.clone(),
@@ -128,24 +129,11 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
             stop_accepting.child_token(),
         )),
     });
-    let admin_token = config.admin.as_ref().and_then(|a| a.token.clone());
     {
         let mut generation = inner.generation();
-        inner.commit(&mut generation, config, bound);
+        inner.commit(&mut generation, config, bound, admin);
     }
     conns.spawn(reap_idle(inner.shared.clone(), stop_accepting.clone()));
-    if let Some(tcp) = admin {
-        info!(addr = ?admin_addr, "admin listening");
-        let state = admin::AdminState {
-            shared: inner.shared.clone(),
-            metrics: inner.shared.metrics.clone(),
-            token: admin_token,
-            reload: Some(reload_fn(Arc::downgrade(&inner))),
-            started: std::time::Instant::now(),
-        };
-        let serve = admin::serve(tcp, Arc::new(state), stop_accepting.clone(), conns.clone());
-        conns.spawn(serve);
-    }
     Ok(Handle { inner })
 }
 
@@ -173,13 +161,21 @@ fn reload_fn(inner: std::sync::Weak<Inner>) -> admin::ReloadFn {
             let inner = inner
                 .upgrade()
                 .ok_or_else(|| "latch is stopping".to_string())?;
+            let before = inner.admin_addr();
             // Reading files (config, certificates) blocks: off the workers.
-            let outcome = tokio::task::spawn_blocking(move || inner.reload_file())
-                .await
-                .map_err(|e| format!("reload failed: {e}\n"))?;
-            outcome
-                .map(|()| "reloaded\n".to_string())
-                .map_err(|e| format!("{e}\n"))
+            let outcome = tokio::task::spawn_blocking(move || {
+                inner.reload_file().map(|()| inner.admin_addr())
+            })
+            .await
+            .map_err(|e| format!("reload failed: {e}\n"))?;
+            match outcome {
+                Ok(after) if after != before => Ok(match after {
+                    Some(addr) => format!("reloaded; the admin listener moved to {addr}\n"),
+                    None => "reloaded; the admin listener is stopped\n".to_string(),
+                }),
+                Ok(_) => Ok("reloaded\n".to_string()),
+                Err(e) => Err(format!("{e}\n")),
+            }
         })
     })
 }
@@ -195,8 +191,9 @@ impl Handle {
             .collect()
     }
 
+    /// Where the admin listener is bound now (a reload can move it).
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.inner.admin
+        self.inner.admin_addr()
     }
 
     /// The routing table now in force (upstreams and their backends).
@@ -212,7 +209,8 @@ impl Handle {
     /// Swaps in `config` without dropping anything in flight: servers that
     /// stay keep their counts, health and slow start; removed servers drain;
     /// unchanged listeners keep their sockets, new ones are bound, removed
-    /// ones stop accepting. On error nothing changes.
+    /// ones stop accepting. `[admin]` applies too: a new token at once, a new
+    /// bind moves the admin listener. On error nothing changes.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
         self.inner.reload(config)
     }

@@ -77,12 +77,7 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    latch::log::init();
 }
 
 fn runtime(workers: usize, fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {

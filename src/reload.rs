@@ -17,6 +17,11 @@
 //! - Servers that left are *draining*: nothing new goes to them, and their
 //!   tunnels live until they close or the new config's `grace` runs out.
 //! - Health checkers restart for the new set of servers.
+//! - `[admin]`: the token is swapped at commit, so a rotated token stops
+//!   working at once. A changed `bind` moves the admin listener: the new
+//!   socket is bound while preparing (a failure refuses the whole reload),
+//!   and at commit the old one stops accepting; its open connections finish
+//!   the request in flight (the `POST /reload` that moved it) and close.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +46,11 @@ pub enum ReloadError {
     Config(ConfigError),
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error("cannot move the admin listener to {addr}: {source}; reload refused, nothing changed")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The config in force and what runs for it.
@@ -50,6 +60,28 @@ pub(crate) struct Generation {
     pub listeners: Vec<Running>,
     /// Stops this generation's health checkers.
     checks: CancellationToken,
+    /// The admin listener, when `[admin]` is set.
+    pub admin: Option<RunningAdmin>,
+}
+
+/// The admin listener's accept loop, as a reload sees it.
+pub(crate) struct RunningAdmin {
+    /// As configured (port 0 stays 0).
+    bind: SocketAddr,
+    /// As bound.
+    pub addr: SocketAddr,
+    /// Stops this listener (and its connections, after their request).
+    stop: CancellationToken,
+}
+
+/// What the next config does to the admin listener.
+pub(crate) enum AdminChange {
+    /// Same bind (or still none): the listener stays.
+    Keep,
+    /// `[admin]` is gone.
+    Stop,
+    /// A new (or first) bind, already bound.
+    Start(SocketAddr, TcpListener),
 }
 
 /// A listener's accept loop, as a reload sees it.
@@ -86,6 +118,7 @@ impl Generation {
             config,
             listeners: Vec::new(),
             checks,
+            admin: None,
         }
     }
 }
@@ -129,6 +162,23 @@ pub(crate) fn bind_all(config: &Config, running: &[Running]) -> Result<Vec<Bound
     Ok(out)
 }
 
+/// Binds the admin listener `config` asks for if `running` is not already
+/// it; the error names the address that could not be bound.
+pub(crate) fn prepare_admin(
+    config: &Config,
+    running: Option<&RunningAdmin>,
+) -> Result<AdminChange, (SocketAddr, std::io::Error)> {
+    let want = config.admin.as_ref().map(|a| a.bind);
+    match (want, running) {
+        (None, None) => Ok(AdminChange::Keep),
+        (None, Some(_)) => Ok(AdminChange::Stop),
+        (Some(bind), Some(r)) if r.bind == bind => Ok(AdminChange::Keep),
+        (Some(bind), _) => listen(bind)
+            .map(|tcp| AdminChange::Start(bind, tcp))
+            .map_err(|e| (bind, e)),
+    }
+}
+
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -163,22 +213,36 @@ impl Inner {
         outcome
     }
 
+    pub(crate) fn admin_addr(&self) -> Option<SocketAddr> {
+        self.generation().admin.as_ref().map(|a| a.addr)
+    }
+
     fn try_reload(&self, config: Config) -> Result<(), ReloadError> {
         let mut current = self.generation();
         let bound = bind_all(&config, &current.listeners)?;
+        let admin = prepare_admin(&config, current.admin.as_ref())
+            .map_err(|(addr, source)| ReloadError::AdminBind { addr, source })?;
         let ids: Vec<u64> = bound.iter().map(|b| b.id).collect();
         let shared = &self.shared;
         let next = Routing::build(&config, &ids, &shared.pool, &shared.metrics)
             .map_err(StartError::Upstream)?;
         shared.routing.store(Arc::new(next));
-        self.commit(&mut current, config, bound);
+        self.commit(&mut current, config, bound, admin);
         info!("reloaded");
         Ok(())
     }
 
     /// Makes `config` the one in force; its routing table is already in
     /// place. The caller holds the generation lock from before `bind_all`.
-    pub(crate) fn commit(&self, current: &mut Generation, config: Config, bound: Vec<Bound>) {
+    pub(crate) fn commit(
+        &self,
+        current: &mut Generation,
+        config: Config,
+        bound: Vec<Bound>,
+        admin: AdminChange,
+    ) {
+        crate::log::set_json(config.server.access_log == crate::config::AccessLog::Json);
+        self.commit_admin(current, &config, admin);
         let mut old: Vec<Running> = current.listeners.drain(..).collect();
         let mut listeners = Vec::new();
         for (b, l) in bound.into_iter().zip(&config.listeners) {
@@ -222,6 +286,35 @@ impl Inner {
         let removed = self.shared.pool.retire(&routing.server_keys());
         self.drain_removed(removed, config.server.grace);
         current.config = config;
+    }
+
+    /// The new admin token at once; the listener moved if its bind changed.
+    fn commit_admin(&self, current: &mut Generation, config: &Config, change: AdminChange) {
+        let token = config.admin.as_ref().and_then(|a| a.token.clone());
+        self.admin.token.store(token.map(Arc::new));
+        let old = match change {
+            AdminChange::Keep => return,
+            AdminChange::Stop => current.admin.take(),
+            AdminChange::Start(bind, tcp) => {
+                let addr = tcp.local_addr().unwrap_or(bind);
+                let stop = self.stop_accepting.child_token();
+                let serve =
+                    crate::admin::serve(tcp, self.admin.clone(), stop.clone(), self.conns.clone());
+                self.conns.spawn(serve);
+                let old = current.admin.replace(RunningAdmin { bind, addr, stop });
+                match &old {
+                    Some(o) => info!(from = %o.addr, to = %addr, "admin listener moved"),
+                    None => info!(%addr, "admin listening"),
+                }
+                old
+            }
+        };
+        if let Some(old) = old {
+            if current.admin.is_none() {
+                info!(addr = %old.addr, "admin listener stopped");
+            }
+            old.stop.cancel();
+        }
     }
 
     fn spawn_listener(

@@ -601,7 +601,7 @@ async fn serve_admin(
     let state = latch::admin::AdminState {
         shared,
         metrics,
-        token: None,
+        token: Default::default(),
         reload,
         started: Instant::now(),
     };

@@ -541,31 +541,66 @@ async fn run_refuses_new_connections_while_draining() {
 
 // === access log ===
 
-/// `access_log = "json"` writes one JSON line per request (client, request,
-/// status, bytes, upstream, server, duration) and one per closed tunnel.
+/// A JSON line's string field.
+fn str_field<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
+}
+
+fn is_hex_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `access_log = "json"`: every line on stderr is one JSON object. A request
+/// line has its own RFC 3339 UTC timestamp, the request id the backend got,
+/// how the server was chosen, the attempts, times and the user agent; an
+/// upgrade has a line for its 101 and one for its tunnel, with one id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_json_lines_for_requests_and_tunnels() {
     let backend = spawn_backend("b1").await;
     let (mut latch, addr, _dir) = run_latch_with(backend.addr, "access_log = \"json\"").await;
-    let (status, _, body) = http_get(addr, "localhost", "/name?x=1").await;
+    let agent = "test-agent/1.0 (\"quoted\" \\ back)";
+    let (status, _, body) = http_get_with(
+        addr,
+        "localhost",
+        "/name?x=1",
+        &[("user-agent", agent), ("x-request-id", "forged-by-client")],
+    )
+    .await;
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"b1"[..]));
+    let sent_id = backend.last_headers()["x-request-id"]
+        .to_str()
+        .expect("text")
+        .to_string();
+    assert!(is_hex_id(&sent_id), "a client's id is replaced: {sent_id}");
     let line = latch
         .stderr
         .wait_for("the request's access line", |l| {
             l.contains("\"target\":\"/name?x=1\"")
         })
         .await;
-    for part in [
-        "\"client\":\"127.0.0.1:",
-        "\"method\":\"GET\"",
-        "\"status\":200",
-        "\"bytes\":2,",
-        "\"upstream\":\"app\"",
-        &format!("\"server\":\"{}\"", backend.addr),
-        "\"secs\":",
-    ] {
-        assert!(line.contains(part), "{part} missing in {line}");
-    }
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    let ts = str_field(&v, "timestamp");
+    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("timestamp {ts}: {e}"));
+    assert!(ts.ends_with('Z'), "UTC: {ts}");
+    assert_eq!(str_field(&v, "request_id"), sent_id);
+    assert!(str_field(&v, "client").starts_with("127.0.0.1:"), "{v}");
+    assert_eq!(str_field(&v, "method"), "GET");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["bytes"], 2);
+    assert_eq!(str_field(&v, "upstream"), "app");
+    assert_eq!(str_field(&v, "server"), backend.addr.to_string());
+    assert_eq!(str_field(&v, "chosen"), "new");
+    assert_eq!(v["attempts"], 1);
+    assert_eq!(str_field(&v, "user_agent"), agent);
+    let (head, total) = (v["response_secs"].as_f64(), v["secs"].as_f64());
+    assert!(
+        matches!((head, total), (Some(h), Some(t)) if 0.0 <= h && h <= t),
+        "{v}"
+    );
+
     let (mut ws, _) = ws_connect(addr, "/ws").await;
     ws.send(Message::text("hi")).await.expect("send");
     assert!(matches!(
@@ -574,19 +609,91 @@ async fn access_log_json_lines_for_requests_and_tunnels() {
     ));
     ws.close(None).await.expect("close");
     drop(ws);
+    let upgrade = latch
+        .stderr
+        .wait_for("the upgrade's access line", |l| {
+            l.contains("\"status\":101")
+        })
+        .await;
+    let upgrade: serde_json::Value = serde_json::from_str(&upgrade).expect("JSON");
     let line = latch
         .stderr
         .wait_for("the tunnel's access line", |l| {
             l.contains("\"tunnel\":true")
         })
         .await;
-    assert!(
-        line.contains("\"to_backend\":") && line.contains("\"to_client\":"),
-        "{line}"
+    let tunnel: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert!(tunnel["to_backend"].is_u64() && tunnel["to_client"].is_u64());
+    assert_eq!(
+        tunnel["request_id"], upgrade["request_id"],
+        "{tunnel} {upgrade}"
     );
+    assert!(is_hex_id(str_field(&tunnel, "request_id")));
     latch.terminate().await;
     let status = latch.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
+    // Every line, not only the access lines, is one JSON object.
+    let all = latch.stderr.wait_end().await;
+    for l in all.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+        assert!(v.is_object() && v["timestamp"].is_string(), "{l}");
+    }
+    assert!(all.contains("\"level\":\"INFO\""), "{all}");
+}
+
+/// With stderr a file (no terminal) latch writes no colour codes, whatever
+/// `NO_COLOR` says; text access lines end with the request id and the user
+/// agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_colours_when_stderr_is_a_file() {
+    let backend = spawn_backend("b1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("latch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\naccess_log = \"text\"\n\n[[listener]]\nbind = \"127.0.0.1:{port}\"\n\
+             upstream = \"app\"\n\n[upstream.app]\n{}\n",
+            servers(&[backend.addr])
+        ),
+    )
+    .expect("write config");
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let config = config.to_str().expect("UTF-8 path").to_string();
+    let mut latch = Child::spawn_to_file(&["run", "--config", &config], log);
+    let read = || std::fs::read(&log_path).expect("read the log");
+    wait_until("latch listening", TIMEOUT, || {
+        String::from_utf8_lossy(&read()).contains("listening")
+    })
+    .await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, _, _) = http_get_with(addr, "localhost", "/name", &[("user-agent", "ua/1")]).await;
+    assert_eq!(status, StatusCode::OK);
+    wait_until("the access line", TIMEOUT, || {
+        String::from_utf8_lossy(&read()).contains("\"GET /name\"")
+    })
+    .await;
+    latch.terminate().await;
+    let status = latch.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0));
+    let bytes = read();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!bytes.contains(&0x1b), "ESC in a file:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"GET /name\""))
+        .expect("access line");
+    let id = backend.last_headers()["x-request-id"]
+        .to_str()
+        .expect("text")
+        .to_string();
+    assert!(
+        line.ends_with(&format!(" {id} \"ua/1\"")),
+        "text line ends with the id and the agent: {line}"
+    );
 }
 
 // === latch with nothing to do ===

@@ -11,6 +11,10 @@
 //! `Authorization: Bearer <token>` (compared in constant time). The dashboard
 //! also takes `?token=` because a browser cannot send the header when opening
 //! a page. Nothing here is cached (`Cache-Control: no-store`).
+//!
+//! A reload applies `[admin]` too: the token is swapped at once (a rotated
+//! token stops working on the next request, keep-alive or not), and a new
+//! `bind` moves the listener (see `reload.rs`).
 
 mod dashboard;
 pub mod status;
@@ -21,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -50,8 +55,9 @@ pub type ReloadFn =
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub metrics: Arc<Metrics>,
-    /// Bearer token every route but `/healthz` requires, when set.
-    pub token: Option<String>,
+    /// Bearer token every route but `/healthz` requires, when set; a reload
+    /// swaps it.
+    pub token: ArcSwapOption<String>,
     /// What `POST /reload` runs; without it the route does not exist.
     pub reload: Option<ReloadFn>,
     /// When the process started, for the uptime.
@@ -119,7 +125,7 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
         "/reload" if state.reload.is_some() => &[Method::POST],
         _ => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
-    if path != "/healthz" && !authorized(state.token.as_deref(), &req) {
+    if path != "/healthz" && !authorized(state.token.load().as_deref().map(String::as_str), &req) {
         let mut resp = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
         let challenge = HeaderValue::from_static("Bearer realm=\"latch admin\"");
         resp.headers_mut().insert(WWW_AUTHENTICATE, challenge);

@@ -8,12 +8,21 @@
 //! pending), so selection stays cheap.
 //!
 //! Passive checks follow nginx: `max_fails` failures within `fail_timeout`
-//! take the server out for `fail_timeout`. Slow start follows nginx too: a
-//! server that comes back (after a check flipped it up, or after its passive
-//! time out) ramps from 10% to 100% of its weight over `slow_start`. A server
-//! that is up at start does not ramp.
+//! take the server out for `fail_timeout`. Active checks end a passive time
+//! out early, as HAProxy's `observe` + `on-error mark-down` does (a passive
+//! out counts as a failed check; `rise` good checks bring the server back):
+//!
+//! - a check flipping the server up (down → up after `rise` good probes)
+//!   clears the passive time out at once;
+//! - a server the checker still sees up returns after `rise` good probes in
+//!   a row, all made after the passive out;
+//!
+//! whichever comes first, or `fail_timeout`. Slow start follows nginx too: a
+//! server that comes back (by a check, or after its passive time out) ramps
+//! from 10% to 100% of its weight over `slow_start`. A server that is up at
+//! start does not ramp.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,6 +47,8 @@ pub struct Condition {
     active_up: AtomicBool,
     /// Out of rotation until this time (ms); 0 = never taken out.
     passive_until: AtomicU64,
+    /// Good active probes in a row since the last passive out.
+    checks_since_out: AtomicU32,
     /// Slow start began at this time (ms); 0 = not ramping.
     ramp_start: AtomicU64,
     /// A failure window is open; lets successes skip the lock otherwise.
@@ -73,6 +84,7 @@ impl Condition {
             slow_start_ms: AtomicU64::new(slow_start.map_or(0, |d| d.as_millis() as u64)),
             active_up: AtomicBool::new(start_up),
             passive_until: AtomicU64::new(0),
+            checks_since_out: AtomicU32::new(0),
             ramp_start: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             window: Mutex::new(FailWindow::default()),
@@ -105,15 +117,55 @@ impl Condition {
         until != 0 && now_ms() < until
     }
 
-    /// The active checker's verdict; a flip to up starts slow start.
+    /// The active checker's verdict. A flip to up clears any passive time
+    /// out (the checker has just seen `rise` good probes) and starts slow
+    /// start.
     pub fn set_active(&self, up: bool) {
         let was = self.active_up.swap(up, Ordering::AcqRel);
-        if up && !was && self.slow_start_ms() > 0 {
-            self.ramp_start.store(now_ms(), Ordering::Release);
+        if up && !was {
+            self.clear_passive();
+            if self.slow_start_ms() > 0 {
+                self.ramp_start.store(now_ms(), Ordering::Release);
+            }
         }
         if up != was {
             self.report().last_transition = Some(SystemTime::now());
         }
+    }
+
+    /// One active probe's result, for the passive side: `rise` good probes
+    /// in a row after a passive out end it, even when the checker never saw
+    /// the server down. Returns true when this probe brought it back.
+    pub fn record_active_probe(&self, ok: bool, rise: u32) -> bool {
+        if !ok {
+            self.checks_since_out.store(0, Ordering::Release);
+            return false;
+        }
+        let n = self
+            .checks_since_out
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        if n < rise.max(1) || !self.passive_down() || !self.active_up() {
+            return false;
+        }
+        self.clear_passive();
+        if self.slow_start_ms() > 0 {
+            self.ramp_start.store(now_ms(), Ordering::Release);
+        }
+        self.report().last_transition = Some(SystemTime::now());
+        true
+    }
+
+    /// Ends a passive time out and its failure window.
+    fn clear_passive(&self) {
+        if self.passive_until.swap(0, Ordering::AcqRel) == 0
+            && !self.failing.load(Ordering::Acquire)
+        {
+            return;
+        }
+        *self.window.lock().unwrap_or_else(|p| p.into_inner()) = FailWindow::default();
+        self.failing.store(false, Ordering::Release);
+        self.report().passive_fails = 0;
     }
 
     /// A failed attempt (error, timeout, bad header, or a status listed in
@@ -150,6 +202,7 @@ impl Condition {
         *w = FailWindow::default();
         self.failing.store(false, Ordering::Release);
         let until = now + timeout;
+        self.checks_since_out.store(0, Ordering::Release);
         self.passive_until.store(until, Ordering::Release);
         if self.slow_start_ms() > 0 {
             self.ramp_start.store(until, Ordering::Release);
@@ -272,6 +325,55 @@ mod tests {
         assert_eq!(up_at_start.weight_permille(), 1000);
         up_at_start.set_active(true); // already up: no ramp
         assert_eq!(up_at_start.weight_permille(), 1000);
+    }
+
+    #[test]
+    fn a_check_flipping_the_server_up_ends_its_passive_time_out() {
+        let c = Condition::new(passive(1, 3_600_000), Some(Duration::from_secs(100)), true);
+        assert!(c.record_failure());
+        c.set_active(false); // the checker saw it die too
+        assert!(!c.usable() && c.passive_down());
+        c.set_active(true); // and saw it come back
+        assert!(c.usable(), "back at once, not after fail_timeout");
+        assert!(!c.passive_down());
+        let w = c.weight_permille();
+        assert!((100..200).contains(&w), "slow start begins now: {w}");
+        assert!(c.record_failure(), "a new failure takes it out again");
+    }
+
+    #[test]
+    fn rise_good_probes_after_a_passive_out_bring_the_server_back() {
+        let c = Condition::new(passive(1, 3_600_000), None, true);
+        // Good probes before the out do not count.
+        assert!(!c.record_active_probe(true, 2));
+        assert!(!c.record_active_probe(true, 2));
+        assert!(c.record_failure());
+        assert!(!c.record_active_probe(true, 2));
+        assert!(!c.usable());
+        assert!(
+            !c.record_active_probe(false, 2),
+            "a failed probe restarts the count"
+        );
+        assert!(!c.record_active_probe(true, 2));
+        assert!(!c.usable());
+        assert!(c.record_active_probe(true, 2));
+        assert!(c.usable() && !c.passive_down());
+        // Up and not out: nothing more to end.
+        assert!(!c.record_active_probe(true, 2));
+    }
+
+    #[test]
+    fn probes_do_not_end_a_passive_out_while_the_checker_sees_it_down() {
+        let c = Condition::new(passive(1, 3_600_000), None, true);
+        assert!(c.record_failure());
+        c.set_active(false);
+        for _ in 0..5 {
+            assert!(!c.record_active_probe(true, 2));
+        }
+        assert!(
+            c.passive_down(),
+            "only the flip up (set_active) ends it then"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `latch check` and a refused reload say exactly what to fix.
 
 mod cidr;
+mod expect;
 pub mod file;
 mod resilience;
 mod sticky;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cidr::Cidr;
+pub use expect::Expect;
 pub use file::{AccessLog, Balance, SameSite};
 pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};

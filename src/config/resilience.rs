@@ -10,8 +10,7 @@ use rustls_pki_types::pem::PemObject;
 
 pub use super::file::{AllDown, CheckKind};
 use super::file::{CheckSection, RetrySection, StartState, UpstreamSection};
-use super::{ConfigError, Reporter};
-use crate::health::Expect;
+use super::{ConfigError, Expect, Reporter};
 
 /// Active health checking of every server of an upstream.
 #[derive(Debug, Clone)]

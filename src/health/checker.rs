@@ -38,6 +38,7 @@ pub fn spawn_all(
                 .map_or(b.addr, |p| SocketAddr::new(b.addr.ip(), p)),
             interval: check.interval,
             timeout: check.timeout,
+            rise: check.rise.max(1),
             machine: RiseFall::new(
                 if b.condition.active_up() {
                     Health::Up
@@ -85,6 +86,8 @@ struct Checker {
     addr: SocketAddr,
     interval: Duration,
     timeout: Duration,
+    /// Good probes in a row that end a passive time out (`check.rise`).
+    rise: u32,
     machine: RiseFall,
     /// Randomness for jitter (seeded by the OS, per checker).
     jitter: RandomState,
@@ -109,9 +112,15 @@ impl Checker {
             };
             self.metrics
                 .check(&self.upstream, result.is_ok(), started.elapsed());
-            self.backend.condition.record_check(&result);
-            if let Some(t) = self.machine.record(result.is_ok()) {
+            let b = &self.backend;
+            b.condition.record_check(&result);
+            let ok = result.is_ok();
+            if let Some(t) = self.machine.record(ok) {
                 self.flip(t.to, result.err());
+            }
+            if b.condition.record_active_probe(ok, self.rise) {
+                info!(upstream = %self.upstream, backend = %b.addr, rise = self.rise,
+                    "health check: server passed {} probes since passive checks took it out; back in", self.rise);
             }
             delay = self.interval + self.fraction(self.interval / 10);
         }

@@ -25,7 +25,10 @@ mod probe_tests;
 mod probe_tests_ws;
 mod probe_tls;
 mod probe_ws;
+mod spec;
 
+pub use crate::config::Expect;
 pub use checker::spawn_all as spawn_checkers;
 pub use machine::{Health, RiseFall, Transition};
-pub use probe::{Expect, HttpProbe, MAX_BODY, Probe, run as probe};
+pub use probe::{Probe, run as probe};
+pub use spec::{HttpProbe, MAX_BODY};

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::probe::{HttpProbe, MAX_BODY, body_contains, io_reason, status_ok};
+use super::spec::{HttpProbe, MAX_BODY, body_contains, io_reason, status_ok};
 
 /// The most of a raw answer read while looking for the end of its head.
 const MAX_HEAD: usize = 16 * 1024;

@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 
-use super::probe::{HttpProbe, MAX_BODY, io_reason};
 use super::probe_http::base_headers;
+use super::spec::{HttpProbe, MAX_BODY, io_reason};
 
 /// Handshakes with GET `h.path`, `h.host` and `h.headers`; healthy when the
 /// answer is 101 with `Upgrade: websocket`, `Connection: Upgrade` and the

@@ -125,12 +125,7 @@ impl ConnCtx {
         let server = routing.server.clone();
         let routes = routing.listeners.get(&self.id).cloned();
         let acceptor = self.tls.load_full();
-        let info = Arc::new(ConnInfo {
-            listener: self.id,
-            routes,
-            peer,
-            tls: acceptor.is_some(),
-        });
+        let info = Arc::new(ConnInfo::new(self.id, routes, peer, acceptor.is_some()));
         match acceptor {
             None => self.serve(WithSlot::new(stream, slot), info, &server).await,
             Some(acceptor) => {

@@ -6,9 +6,7 @@
 //! body is fully sent, an access-log entry writes its line with the byte count.
 //!
 //! [`IdleTimeout`] cuts a body whose sender goes quiet (the client's request
-//! body, a backend's response body), and [`ClientBodyError`] marks a failure
-//! of the client's body as it passes through the upstream client, so it is
-//! blamed on the client, not the backend.
+//! body, a backend's response body).
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -22,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::Active;
+use crate::backend::conn::OutBody;
 
 pub use crate::body::{Body, BoxError};
 
@@ -216,34 +215,37 @@ where
 /// the next).
 pub enum ReqBody {
     /// Small enough to keep (≤ `retry.max_body`): every attempt gets a copy.
-    Replayable(Bytes),
-    /// Too big to keep: streamed to the first attempt only, never retried.
-    Streamed(Option<Body>),
+    /// `had_length`: the client declared a `Content-Length`.
+    Replayable(Bytes, bool),
+    /// Too big to keep: streamed to the first attempt only, never retried,
+    /// with the length the client declared, if any.
+    Streamed(Option<(Body, Option<u64>)>),
 }
 
 impl ReqBody {
-    /// Reads up to `max` bytes of `body`. A body known to be larger, or found
-    /// to be larger while reading, is passed on as a stream (what was read
-    /// first, then the rest), so memory stays bounded by `max`. A client
-    /// that sends nothing for `idle` while the body is read (here, or later
-    /// by the backend through the stream) is cut off (`client_body_timeout`).
+    /// Reads up to `max` bytes of `body`, whose declared length is `length`.
+    /// A body known to be larger, or found to be larger while reading, is
+    /// passed on as a stream (what was read first, then the rest), so memory
+    /// stays bounded by `max`. A client that sends nothing for `idle` while
+    /// the body is read (here, or later by the backend through the stream)
+    /// is cut off (`client_body_timeout`).
     pub async fn read(
         body: Incoming,
         max: usize,
+        length: Option<u64>,
         idle: Duration,
     ) -> Result<ReqBody, super::ProxyError> {
         if body.is_end_stream() {
-            return Ok(ReqBody::Replayable(Bytes::new()));
+            return Ok(ReqBody::Replayable(Bytes::new(), length.is_some()));
         }
         let mut body = IdleTimeout::new(body, idle, "the client");
         let streamed = |head: Vec<Frame<Bytes>>, rest: IdleTimeout<Incoming>| {
-            ReqBody::Streamed(Some(
-                Prefixed {
-                    head: head.into(),
-                    rest,
-                }
-                .boxed(),
-            ))
+            let body = Prefixed {
+                head: head.into(),
+                rest,
+            }
+            .boxed();
+            ReqBody::Streamed(Some((body, length)))
         };
         if body.size_hint().lower() > max as u64 {
             return Ok(streamed(Vec::new(), body));
@@ -251,7 +253,7 @@ impl ReqBody {
         let mut buf = bytes::BytesMut::new();
         loop {
             match body.frame().await {
-                None => return Ok(ReqBody::Replayable(buf.freeze())),
+                None => return Ok(ReqBody::Replayable(buf.freeze(), length.is_some())),
                 Some(Err(e)) => return Err(super::ProxyError::from_client_body(e)),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
@@ -270,31 +272,17 @@ impl ReqBody {
     }
 
     pub fn replayable(&self) -> bool {
-        matches!(self, ReqBody::Replayable(_))
+        matches!(self, ReqBody::Replayable(..))
     }
 
     /// The body for the next attempt; `None` once a streamed body was used.
-    pub fn next_attempt(&mut self) -> Option<Body> {
+    pub fn next_attempt(&mut self) -> Option<OutBody> {
         match self {
-            ReqBody::Replayable(b) if b.is_empty() => {
-                Some(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
-            }
-            ReqBody::Replayable(b) => Some(
-                http_body_util::Full::new(b.clone())
-                    .map_err(|e| match e {})
-                    .boxed(),
-            ),
-            ReqBody::Streamed(s) => s.take(),
+            ReqBody::Replayable(b, had_length) => Some(OutBody::Whole(b.clone(), *had_length)),
+            ReqBody::Streamed(s) => s.take().map(|(body, length)| OutBody::Stream(body, length)),
         }
     }
 }
-
-/// A failure of the client's request body (it broke off, or went quiet for
-/// `client_body_timeout`) on its way to a backend. The upstream client
-/// reports it as its own error; this marks whose fault it is.
-#[derive(Debug, thiserror::Error)]
-#[error("request body from the client: {0}")]
-pub struct ClientBodyError(#[source] pub BoxError);
 
 /// Frames already read, then the rest of the client's body.
 struct Prefixed {
@@ -314,9 +302,7 @@ impl HttpBody for Prefixed {
         if let Some(f) = this.head.pop_front() {
             return Poll::Ready(Some(Ok(f)));
         }
-        Pin::new(&mut this.rest)
-            .poll_frame(cx)
-            .map_err(|e| ClientBodyError(e).into())
+        Pin::new(&mut this.rest).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

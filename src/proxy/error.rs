@@ -12,7 +12,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
-use super::body::{BodyTimeout, BoxError, ClientBodyError};
+use super::body::{BodyTimeout, BoxError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -75,27 +75,6 @@ impl ProxyError {
         resp
     }
 
-    /// Classifies a failed exchange on an upstream connection (after it
-    /// was opened): a response head that did not parse is `invalid_header`,
-    /// anything else `error`.
-    /// A failure of the client's own request body, carried by the upstream
-    /// client's error, is the client's (see [`ProxyError::client_fault`]).
-    pub fn from_hyper(addr: SocketAddr, e: &hyper::Error) -> ProxyError {
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            if let Some(ClientBodyError(inner)) = s.downcast_ref::<ClientBodyError>() {
-                return ProxyError::client_body(inner.as_ref());
-            }
-            src = s.source();
-        }
-        let detail = chain(e);
-        if e.is_parse() || e.is_parse_status() {
-            ProxyError::InvalidHeader(addr, detail)
-        } else {
-            ProxyError::BadResponse(addr, detail)
-        }
-    }
-
     /// An error reading the client's request body: 408 when it went quiet.
     pub fn from_client_body(e: BoxError) -> ProxyError {
         ProxyError::client_body(e.as_ref())
@@ -104,7 +83,7 @@ impl ProxyError {
     fn client_body(e: &(dyn std::error::Error + 'static)) -> ProxyError {
         match e.downcast_ref::<BodyTimeout>() {
             Some(t) => ProxyError::ClientTimeout(t.idle),
-            None => ProxyError::ClientBody(chain(e)),
+            None => ProxyError::ClientBody(e.to_string()),
         }
     }
 
@@ -157,16 +136,4 @@ impl Condition {
     pub fn unsent(self) -> bool {
         matches!(self, Condition::ConnectError | Condition::ConnectTimeout)
     }
-}
-
-/// The error and all its causes, `: `-joined, for the log.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }

@@ -27,14 +27,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::access::Served;
-use super::body::{Body, HoldUntilEnd, IdleTimeout, ReqBody};
+use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
 use super::{ConnInfo, ListenerRoutes, Routing, Shared, Upstream, headers, host, select, tunnel};
-use crate::backend::conn::{self, Conn, SendError, Streaming, UpgradeError};
+use crate::backend::conn::{self, Conn, Head, OutBody, SendError, Streaming, Upgraded};
 use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
 use crate::config::{AccessLog, RetryConfig, ServerSettings};
@@ -50,6 +49,7 @@ pub(super) async fn forward(
     routing: &Routing,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
+    id: &headers::RequestId,
 ) -> Result<(Response<Body>, Served), ProxyError> {
     let routes = routing
         .listeners
@@ -67,7 +67,7 @@ pub(super) async fn forward(
         Err(why) => return Err(ProxyError::BadRequest(why)),
     };
     let upstream = {
-        let host = host::route_host(host.as_ref());
+        let host = host::route_host(&host, req.headers());
         let path = normal.as_deref().unwrap_or(req.uri().path());
         routes
             .find(host, path)
@@ -83,15 +83,24 @@ pub(super) async fn forward(
         client: hyper::upgrade::on(&mut req),
     });
     let (mut parts, body) = req.into_parts();
+    // In absolute-form the authority replaces the client's Host; the header
+    // rules that follow never remove it (not even `Connection: Host`).
+    if let host::RequestHost::Authority(authority) = host {
+        parts.headers.insert(header::HOST, authority);
+    }
     rewrite_headers(
         &mut parts,
         conn,
         routes,
         upgrade.as_ref().map(|u| &u.offered),
-        host,
+        id,
     );
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     let idle = routing.server.client_body_timeout;
-    let body = ReqBody::read(body, upstream.retry.max_body, idle).await?;
+    let body = ReqBody::read(body, upstream.retry.max_body, length, idle).await?;
     let target =
         crate::path::origin_form(&parts.uri, normal.as_deref()).map_err(ProxyError::BadRequest)?;
     // The key borrows its path and query; a clone shares the bytes.
@@ -111,6 +120,7 @@ pub(super) async fn forward(
         parts,
         target,
         upgrade,
+        id,
     };
     attempt.run(&key, body).await
 }
@@ -127,15 +137,16 @@ struct Attempts<'a> {
     /// The origin-form target sent to backends.
     target: Uri,
     upgrade: Option<Upgrade>,
+    /// `X-Request-Id`, for the tunnel's log line.
+    id: &'a headers::RequestId,
 }
 
-/// What one attempt got back.
+/// What one attempt got back: the response head, and the connection its
+/// body (or, after a `101`, the tunnel) is read from.
 struct Answer {
-    resp: Response<Incoming>,
+    head: Head,
+    conn: Conn,
     placed: Placed,
-    /// The pooled connection, to keep driving while the body streams
-    /// (`None` for an upgrade, whose connection drives itself).
-    conn: Option<Conn>,
 }
 
 impl Attempts<'_> {
@@ -165,18 +176,13 @@ impl Attempts<'_> {
             };
             tried.push(placed.index);
             let backend = up.backends[placed.index].clone();
-            let Some(attempt_body) = body.next_attempt() else {
-                // Unreachable: a streamed body allows no second attempt.
-                return Err(ProxyError::BadRequest("request body already sent"));
-            };
-            let req = self.request(&backend, attempt_body);
-            let result = self.send(&backend, req, &mut body).await;
+            let result = self.exchange(&backend, &mut body).await;
             let more =
                 body.replayable() && more_allowed(retry, tried.len(), started, up.backends.len());
             match result {
-                Ok((resp, conn)) => {
-                    let status = resp.status().as_u16();
-                    let answer = Answer { resp, placed, conn };
+                Ok((head, conn)) => {
+                    let status = head.response.status().as_u16();
+                    let answer = Answer { head, conn, placed };
                     if !retry.retries_status(status) {
                         backend.condition.record_success();
                         return self.finish(answer, tried.len());
@@ -213,69 +219,68 @@ impl Attempts<'_> {
         }
     }
 
-    /// The request for one attempt on `backend` (the headers as rewritten
-    /// once, copied).
-    fn request(&self, backend: &Backend, body: Body) -> Request<Body> {
-        let headers = self.parts.headers.clone();
-        let mut req = Request::new(body);
-        *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = self.target.clone();
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = headers;
-        if !req.headers().contains_key(header::HOST) {
-            // An HTTP/1.0 client sent none; HTTP/1.1 needs one.
-            if let Ok(h) = HeaderValue::from_str(&backend.addr.to_string()) {
-                req.headers_mut().insert(header::HOST, h);
-            }
-        }
-        req
-    }
-
-    /// Sends one attempt. The `read` timeout runs from the moment the request
-    /// body is completely sent until the response head arrives, so a slow
-    /// upload is not mistaken for a slow backend.
-    async fn send(
+    /// One attempt on `backend`: a pooled connection (or a new one), the
+    /// request written, the response head read. The `read` timeout runs
+    /// from the moment the request is completely sent until the response
+    /// head arrives, so a slow upload is not mistaken for a slow backend.
+    async fn exchange(
         &self,
         backend: &Backend,
-        req: Request<Body>,
         body: &mut ReqBody,
-    ) -> Result<(Response<Incoming>, Option<Conn>), ProxyError> {
-        let timeouts = self.upstream.timeouts;
-        if self.upgrade.is_some() {
-            let (req, sent) = body_sent_signal(req);
-            let exchange = conn::send_upgrade(backend.addr, timeouts.connect, req);
-            let resp = read_timeout(backend, timeouts.read, sent, exchange).await?;
-            return resp
-                .map(|resp| (resp, None))
-                .map_err(|e| upgrade_error(backend, e));
-        }
+    ) -> Result<(Head, Conn), ProxyError> {
+        let Some(out) = body.next_attempt() else {
+            // Unreachable: a streamed body allows no second attempt.
+            return Err(ProxyError::BadRequest("request body already sent"));
+        };
         let mut c = match backend.idle.checkout(self.settings.pool_idle_timeout).await {
             Some(c) => c,
-            None => connect(backend, timeouts.connect).await?,
+            None => connect(backend, self.upstream.timeouts.connect).await?,
         };
-        let (req, sent) = body_sent_signal(req);
-        let outcome = read_timeout(backend, timeouts.read, sent, c.send(req)).await?;
-        let req = match outcome {
-            Ok(resp) => return Ok((resp, Some(c))),
-            // The pooled connection had closed before the request was written.
-            Err(SendError::Unsent(req, _)) if c.reused() => *req,
+        match self.once(backend, &mut c, out).await {
+            Ok(head) => return Ok((head, c)),
             // The server closed a pooled connection just as the request went
             // out (a keep-alive timeout race, common with Node.js backends):
             // it never saw the request, so it is sent again on a fresh
             // connection, as browsers and nginx do, and not counted as a
             // failure. A body can be sent again only if it was kept.
-            Err(SendError::Failed(e)) if c.reused() && stale(&e) => match body.next_attempt() {
-                Some(b) => self.request(backend, b),
-                None => return Err(ProxyError::from_hyper(backend.addr, &e)),
-            },
-            Err(e) => return Err(send_error(backend, e)),
+            Err(Fail::Send(e)) if c.reused() && e.stale() && body.replayable() => {
+                debug!(backend = %backend.addr, "pooled connection was closed ({e}); sending on a new one");
+            }
+            Err(e) => return Err(e.into_proxy(backend)),
+        }
+        let Some(out) = body.next_attempt() else {
+            return Err(ProxyError::BadRequest("request body already sent"));
         };
-        debug!(backend = %backend.addr, "pooled connection was closed; sending on a new one");
-        let mut fresh = connect(backend, timeouts.connect).await?;
-        let (req, sent) = body_sent_signal(req);
-        match read_timeout(backend, timeouts.read, sent, fresh.send(req)).await? {
-            Ok(resp) => Ok((resp, Some(fresh))),
-            Err(e) => Err(send_error(backend, e)),
+        let mut fresh = connect(backend, self.upstream.timeouts.connect).await?;
+        match self.once(backend, &mut fresh, out).await {
+            Ok(head) => Ok((head, fresh)),
+            Err(e) => Err(e.into_proxy(backend)),
+        }
+    }
+
+    /// Writes the request on `c` and reads the response head.
+    async fn once(&self, backend: &Backend, c: &mut Conn, out: OutBody) -> Result<Head, Fail> {
+        let method = &self.parts.method;
+        let target = self.target.path_and_query().map_or("/", |pq| pq.as_str());
+        let missing_host;
+        let headers = if self.parts.headers.contains_key(header::HOST) {
+            &self.parts.headers
+        } else {
+            // An HTTP/1.0 client sent none; HTTP/1.1 needs one.
+            let mut h = self.parts.headers.clone();
+            if let Ok(v) = HeaderValue::from_str(&backend.addr.to_string()) {
+                h.insert(header::HOST, v);
+            }
+            missing_host = h;
+            &missing_host
+        };
+        c.write_request(method, target, headers, out)
+            .await
+            .map_err(Fail::Send)?;
+        let read = self.upstream.timeouts.read;
+        match tokio::time::timeout(read, c.read_head(method)).await {
+            Ok(r) => r.map_err(Fail::Send),
+            Err(_) => Err(Fail::Timeout(read)),
         }
     }
 
@@ -286,17 +291,18 @@ impl Attempts<'_> {
         answer: Answer,
         attempts: usize,
     ) -> Result<(Response<Body>, Served), ProxyError> {
-        let Answer {
-            mut resp,
-            placed,
-            conn,
-        } = answer;
+        let Answer { head, conn, placed } = answer;
+        let Head {
+            mut response,
+            framing,
+            keep_alive,
+        } = head;
         let up = self.upstream;
         let backend = &up.backends[placed.index];
         if let Some(c) =
             select::set_cookie(up, backend, placed.how).and_then(|c| HeaderValue::from_str(&c).ok())
         {
-            resp.headers_mut().append(header::SET_COOKIE, c);
+            response.headers_mut().append(header::SET_COOKIE, c);
         }
         let served = Served {
             upstream: up.clone(),
@@ -304,24 +310,14 @@ impl Attempts<'_> {
             how: placed.how,
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         };
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let (mut parts, body) = resp.into_parts();
-            response_headers(&mut parts.headers);
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            response_headers(response.headers_mut());
+            let max_idle = self.settings.pool_max_idle;
+            let body = Streaming::new(conn, framing, keep_alive, placed.active, max_idle);
             // `timeouts.read` also bounds each wait for the body's next bytes
             // (nginx `proxy_read_timeout`).
-            let read = up.timeouts.read;
-            let body = match conn {
-                Some(c) => {
-                    let max_idle = self.settings.pool_max_idle;
-                    let body = Streaming::new(body, c, placed.active, max_idle);
-                    IdleTimeout::new(body, read, "the backend").boxed()
-                }
-                None => {
-                    let body = IdleTimeout::new(body, read, "the backend").boxed();
-                    HoldUntilEnd::new(body, placed.active).boxed()
-                }
-            };
-            return Ok((Response::from_parts(parts, body), served));
+            let body = IdleTimeout::new(body, up.timeouts.read, "the backend");
+            return Ok((response.map(|()| body.boxed()), served));
         }
         let Some(upgrade) = self.upgrade.take() else {
             return Err(ProxyError::BadResponse(
@@ -329,36 +325,35 @@ impl Attempts<'_> {
                 "101 to a request that did not ask to upgrade".into(),
             ));
         };
-        if !headers::upgrade_matches(&upgrade.offered, resp.headers().get(header::UPGRADE)) {
+        if !headers::upgrade_matches(&upgrade.offered, response.headers().get(header::UPGRADE)) {
             return Err(ProxyError::BadResponse(
                 backend.addr,
                 "101 with an Upgrade the client did not offer".into(),
             ));
         }
-        let backend_upgrade = hyper::upgrade::on(&mut resp);
-        self.spawn_tunnel(placed.active, upgrade.client, backend_upgrade);
-        let (mut parts, _) = resp.into_parts();
-        let proto = parts.headers.get(header::UPGRADE).cloned();
-        headers::strip_hop_by_hop(&mut parts.headers);
+        self.spawn_tunnel(placed.active, upgrade.client, conn.into_upgraded());
+        let proto = response.headers().get(header::UPGRADE).cloned();
+        headers::strip_hop_by_hop(response.headers_mut());
         if let Some(p) = proto {
-            headers::keep_upgrade(&mut parts.headers, p);
+            headers::keep_upgrade(response.headers_mut(), p);
         }
         let empty = http_body_util::Empty::new().map_err(|e| match e {}).boxed();
-        Ok((Response::from_parts(parts, empty), served))
+        Ok((response.map(|()| empty), served))
     }
 
-    fn spawn_tunnel(&self, active: Active, client: OnUpgrade, backend: OnUpgrade) {
+    fn spawn_tunnel(&self, active: Active, client: OnUpgrade, backend: Upgraded) {
         let shared = self.shared;
         let guard = active.into_tunnel();
         let idle = self.upstream.timeouts.tunnel_idle;
         let access_log = self.settings.access_log;
         let stop = shared.hard_stop.clone();
         let peer = self.conn.peer;
+        let id = Some(self.id.clone());
         shared.tunnels.spawn(async move {
             let server = guard.server();
             let addr = server.addr;
-            let (c, b) = match tokio::try_join!(client, backend) {
-                Ok(pair) => pair,
+            let c = match client.await {
+                Ok(c) => c,
                 Err(e) => {
                     debug!(%peer, backend = %addr, "upgrade did not complete: {e}");
                     return;
@@ -367,7 +362,7 @@ impl Attempts<'_> {
             let started = tokio::time::Instant::now();
             let closed = server.tunnels_closed();
             let (moved, why) = tokio::select! {
-                m = tunnel::run(TokioIo::new(c), TokioIo::new(b), idle, stop) => (m, "closed"),
+                m = tunnel::run(TokioIo::new(c), backend, idle, stop) => (m, "closed"),
                 // The server was removed by a reload and its grace ran out.
                 _ = closed => (tunnel::Moved::default(), "closed: server removed, grace over"),
             };
@@ -377,63 +372,39 @@ impl Attempts<'_> {
                 debug!(%peer, %upstream, backend = %addr, to_backend = moved.to_backend,
                     to_client = moved.to_client, secs, "tunnel {why}");
             } else {
-                super::access::tunnel(access_log, peer, upstream, addr, moved, secs, why);
+                super::access::tunnel(
+                    access_log,
+                    peer,
+                    upstream,
+                    addr,
+                    moved,
+                    secs,
+                    why,
+                    id.as_ref(),
+                );
             }
             drop(guard);
         });
     }
 }
 
-/// Runs `exchange` under the `read` timeout, which starts once `sent` fires
-/// (at once when there is no body to wait for).
-async fn read_timeout<T>(
-    backend: &Backend,
-    read: std::time::Duration,
-    sent: Option<oneshot::Receiver<()>>,
-    exchange: impl std::future::Future<Output = T>,
-) -> Result<T, ProxyError> {
-    let deadline = async {
-        if let Some(sent) = sent {
-            let _ = sent.await; // Err = sender dropped, which also means "done"
-        }
-        tokio::time::sleep(read).await;
-    };
-    tokio::select! {
-        r = exchange => Ok(r),
-        _ = deadline => Err(ProxyError::Timeout(backend.addr, read)),
-    }
+/// Why an attempt failed before a response head.
+enum Fail {
+    Send(SendError),
+    Timeout(std::time::Duration),
 }
 
-/// A failure that means the server had closed (or was closing) the
-/// connection, with no response started: it did not process the request.
-fn stale(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        return true;
-    }
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            );
+impl Fail {
+    fn into_proxy(self, backend: &Backend) -> ProxyError {
+        match self {
+            Fail::Timeout(read) => ProxyError::Timeout(backend.addr, read),
+            Fail::Send(SendError::Head(e)) => {
+                ProxyError::InvalidHeader(backend.addr, e.to_string())
+            }
+            Fail::Send(SendError::ClientBody(e)) => ProxyError::from_client_body(e),
+            Fail::Send(e) => ProxyError::BadResponse(backend.addr, e.to_string()),
         }
-        src = s.source();
     }
-    false
-}
-
-/// For a request with a body, a receiver that fires once it is completely
-/// sent; an empty body counts as sent already (and costs nothing).
-fn body_sent_signal(req: Request<Body>) -> (Request<Body>, Option<oneshot::Receiver<()>>) {
-    if hyper::body::Body::is_end_stream(req.body()) {
-        return (req, None);
-    }
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    let req = req.map(|b| HoldUntilEnd::new(b, done_tx).boxed());
-    (req, Some(done_rx))
 }
 
 async fn connect(backend: &Backend, timeout: std::time::Duration) -> Result<Conn, ProxyError> {
@@ -446,19 +417,6 @@ fn connect_error(backend: &Backend, e: conn::ConnectError) -> ProxyError {
     match e {
         conn::ConnectError::Timeout => ProxyError::ConnectTimeout(backend.addr),
         conn::ConnectError::Io(e) => ProxyError::Connect(backend.addr, e.to_string()),
-    }
-}
-
-fn send_error(backend: &Backend, e: SendError) -> ProxyError {
-    match e {
-        SendError::Unsent(_, e) | SendError::Failed(e) => ProxyError::from_hyper(backend.addr, &e),
-    }
-}
-
-fn upgrade_error(backend: &Backend, e: UpgradeError) -> ProxyError {
-    match e {
-        UpgradeError::Connect(e) => connect_error(backend, e),
-        UpgradeError::Failed(e) => ProxyError::from_hyper(backend.addr, &e),
     }
 }
 
@@ -484,24 +442,24 @@ fn rewrite_headers(
     conn: &ConnInfo,
     routes: &ListenerRoutes,
     upgrade: Option<&HeaderValue>,
-    host: Option<HeaderValue>,
+    id: &headers::RequestId,
 ) {
     parts.version = Version::HTTP_11;
+    // Room for X-Forwarded-For/-Proto/-Host and X-Request-Id in one
+    // growth, not four.
+    parts.headers.reserve(4);
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(proto) = upgrade {
         headers::keep_upgrade(&mut parts.headers, proto.clone());
     }
-    // After the strip: `Connection: Host` must not remove it. In
-    // absolute-form this replaces the client's Host with the authority.
-    if let Some(host) = host {
-        parts.headers.insert(header::HOST, host);
-    }
     headers::set_forwarded(
         &mut parts.headers,
         conn.peer,
+        &conn.forwarded_for,
         conn.tls,
         &routes.trusted_proxies,
     );
+    headers::set_request_id(&mut parts.headers, Some(id));
 }
 
 /// A response's headers as the client gets them: hop-by-hop ones removed,

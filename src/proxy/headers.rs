@@ -1,6 +1,11 @@
 //! Header rewriting between client and backend (RFC 9110 §7.6.1): hop-by-hop
-//! headers stay on their hop, `X-Forwarded-*` say who the client was, and an
-//! Upgrade request keeps exactly the two headers the upgrade needs.
+//! headers stay on their hop, `X-Forwarded-*` say who the client was, an
+//! Upgrade request keeps exactly the two headers the upgrade needs, and every
+//! request carries an `X-Request-Id` (kept from a trusted proxy, otherwise
+//! made here) that the backend and the access log both see.
+//!
+//! Everything here is pure (no I/O, no clock; only a new request id draws
+//! randomness), so [`rewrite_request`] can be fuzzed on arbitrary heads.
 
 use std::net::SocketAddr;
 
@@ -8,21 +13,121 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::Cidr;
 
-/// Always hop-by-hop, whether or not `Connection` names them.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
+/// Always hop-by-hop, whether or not `Connection` names them. Names, not
+/// strings: removing by `&str` would parse the string on every call.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
 ];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest `X-Request-Id` kept from a trusted proxy.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A request's id, as sent to the backend in `X-Request-Id` and written in
+/// its access-log line. Travels in the request's extensions from where it is
+/// decided (before routing, so failed requests have one too) to the rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestId {
+    /// Made here: kept inline, so copying it for the log costs nothing.
+    Generated([u8; 32]),
+    /// Kept from a trusted proxy.
+    Given(HeaderValue),
+}
+
+impl RequestId {
+    /// A new random 128-bit id, as 32 lowercase hex digits (like nginx's
+    /// `$request_id`). No allocation.
+    pub fn generate() -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut n = rand::random::<u128>();
+        let mut out = [0u8; 32];
+        for b in out.iter_mut().rev() {
+            *b = HEX[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        RequestId::Generated(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RequestId::Generated(b) => std::str::from_utf8(b).unwrap_or("-"),
+            RequestId::Given(v) => v.to_str().unwrap_or("-"),
+        }
+    }
+
+    /// The id as the header value sent to backends.
+    pub fn header_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Generated(b) => {
+                HeaderValue::from_bytes(b).unwrap_or(HeaderValue::from_static("-"))
+            }
+            RequestId::Given(v) => v.clone(),
+        }
+    }
+}
+
+/// The id of a request from `peer`: a trusted proxy's `X-Request-Id` when it
+/// sent exactly one that is a sane token (1 to 128 visible ASCII characters,
+/// no quote or backslash, so it is safe in a log line), otherwise a new one.
+/// Anyone else's id is replaced, as `X-Forwarded-For` is.
+pub fn request_id(headers: &HeaderMap, peer: SocketAddr, trusted: &[Cidr]) -> RequestId {
+    if trusted.iter().any(|c| c.contains(peer.ip())) {
+        let mut given = headers.get_all(&X_REQUEST_ID).iter();
+        if let (Some(v), None) = (given.next(), given.next()) {
+            let b = v.as_bytes();
+            let sane = (1..=MAX_REQUEST_ID).contains(&b.len())
+                && b.iter()
+                    .all(|&c| c.is_ascii_graphic() && c != b'"' && c != b'\\');
+            if sane {
+                return RequestId::Given(v.clone());
+            }
+        }
+    }
+    RequestId::generate()
+}
+
+/// Sets `X-Request-Id` to `id` (replacing whatever the client sent); makes
+/// one if the request has none yet.
+pub fn set_request_id(headers: &mut HeaderMap, id: Option<&RequestId>) {
+    let value = match id {
+        Some(id) => id.header_value(),
+        None => RequestId::generate().header_value(),
+    };
+    headers.insert(&X_REQUEST_ID, value);
+}
+
+/// Everything latch does to a request's headers before the first attempt, in
+/// the order `forward.rs` does it: hop-by-hop headers removed (an upgrade
+/// request keeps its `Connection: upgrade` and `Upgrade`), `X-Forwarded-*`
+/// set for `peer`, and `X-Request-Id` set. Returns the protocol(s) an upgrade
+/// request offered. Pure, for fuzzing and tests.
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    tls: bool,
+    trusted: &[Cidr],
+    id: &RequestId,
+) -> Option<HeaderValue> {
+    let upgrade = upgrade_request(headers);
+    strip_hop_by_hop(headers);
+    if let Some(proto) = &upgrade {
+        keep_upgrade(headers, proto.clone());
+    }
+    set_forwarded(headers, peer, &forwarded_for(peer), tls, trusted);
+    set_request_id(headers, Some(id));
+    upgrade
+}
 
 /// The protocol(s) a request asks to upgrade to, when it is a real upgrade
 /// request: an `Upgrade` header *and* `upgrade` among the `Connection` tokens.
@@ -54,18 +159,46 @@ pub fn upgrade_matches(offered: &HeaderValue, answered: Option<&HeaderValue>) ->
         && tokens(answered).next().is_some()
 }
 
-/// Removes hop-by-hop headers, including any that `Connection` lists.
+/// Removes hop-by-hop headers, including any that `Connection` lists,
+/// except `Host`, which is never hop-by-hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    // Most messages carry none (or only `Connection`): one pass over the
+    // names decides, with no hashing.
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
+    // `Connection: keep-alive` / `close` / `upgrade` name no other header.
+    let lists_others = headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(tokens)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+        .any(|t| {
+            !["keep-alive", "close", "upgrade"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        });
+    if lists_others {
+        // Never Host, whatever `Connection` says (RFC 9112 §3.2): the
+        // backend would get no Host, or its own address.
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(tokens)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|n| n != header::HOST)
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    // Remove only what is there: each removal hashes.
+    let mut present = [false; 8];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
@@ -76,29 +209,42 @@ pub fn keep_upgrade(headers: &mut HeaderMap, proto: HeaderValue) {
     headers.insert(header::UPGRADE, proto);
 }
 
+/// The client address as an `X-Forwarded-For` value; made once per
+/// connection, then shared by its requests.
+pub fn forwarded_for(peer: SocketAddr) -> HeaderValue {
+    let ip = peer.ip().to_canonical().to_string();
+    HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`. A peer inside `trusted` is another
 /// proxy: its `X-Forwarded-For` is extended and its `-Proto`/`-Host` kept.
 /// Anyone else's claims are replaced, so a client cannot forge its address.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, trusted: &[Cidr]) {
-    let ip = peer.ip().to_canonical().to_string();
-    let is_trusted = trusted.iter().any(|c| c.contains(peer.ip()));
-    let xff = if is_trusted {
-        let prior: Vec<&str> = headers
+/// `ip` is [`forwarded_for`] of `peer`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    ip: &HeaderValue,
+    tls: bool,
+    trusted: &[Cidr],
+) {
+    let is_trusted = !trusted.is_empty() && trusted.iter().any(|c| c.contains(peer.ip()));
+    let prior: Vec<&str> = if is_trusted {
+        headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            ip
-        } else {
-            format!("{}, {ip}", prior.join(", "))
-        }
+            .collect()
     } else {
-        ip
+        Vec::new()
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
+    let xff = if prior.is_empty() {
+        ip.clone()
+    } else {
+        let ip = ip.to_str().unwrap_or("unknown");
+        HeaderValue::from_str(&format!("{}, {ip}", prior.join(", ")))
+            .unwrap_or_else(|_| ip_value(ip))
+    };
+    headers.insert(&X_FORWARDED_FOR, xff);
     if !(is_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(
             &X_FORWARDED_PROTO,
@@ -111,6 +257,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, trust
             None => headers.remove(&X_FORWARDED_HOST),
         };
     }
+}
+
+fn ip_value(ip: &str) -> HeaderValue {
+    HeaderValue::from_str(ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
@@ -176,6 +326,18 @@ mod tests {
     }
 
     #[test]
+    fn host_is_never_hop_by_hop() {
+        let mut h = map(&[
+            ("connection", "Host, x-a"),
+            ("host", "a.test"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["host"], "a.test");
+    }
+
+    #[test]
     fn forwarded_headers_trust_only_configured_peers() {
         let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
         let forged = || {
@@ -185,14 +347,91 @@ mod tests {
                 ("host", "a.test"),
             ])
         };
+        let ip = forwarded_for(peer);
         let mut h = forged();
-        set_forwarded(&mut h, peer, false, &[]);
+        set_forwarded(&mut h, peer, &ip, false, &[]);
         assert_eq!(h["x-forwarded-for"], "10.0.0.5");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.test");
         let mut h = forged();
-        set_forwarded(&mut h, peer, false, &["10.0.0.0/8".parse().unwrap()]);
+        set_forwarded(&mut h, peer, &ip, false, &["10.0.0.0/8".parse().unwrap()]);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.5");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    fn is_generated(id: &RequestId) -> bool {
+        let s = id.as_str();
+        s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    }
+
+    #[test]
+    fn request_ids_are_new_unless_a_trusted_proxy_sent_one() {
+        let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let given = map(&[("x-request-id", "lb1-abc.123")]);
+        // Trusted: kept as is.
+        assert_eq!(request_id(&given, peer, &trusted).as_str(), "lb1-abc.123");
+        // Untrusted: replaced by a new one.
+        let id = request_id(&given, peer, &[]);
+        assert!(is_generated(&id), "{id:?}");
+        // Absent: new, and two new ids differ.
+        let a = request_id(&HeaderMap::new(), peer, &trusted);
+        let b = request_id(&HeaderMap::new(), peer, &trusted);
+        assert!(is_generated(&a) && is_generated(&b) && a != b);
+    }
+
+    #[test]
+    fn a_trusted_proxys_id_must_be_one_sane_token() {
+        let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let trusted: Vec<Cidr> = vec!["10.0.0.5".parse().unwrap()];
+        let long = "a".repeat(MAX_REQUEST_ID + 1);
+        for bad in [
+            map(&[("x-request-id", "")]),
+            map(&[("x-request-id", "has space")]),
+            map(&[("x-request-id", "quo\"te")]),
+            map(&[("x-request-id", "back\\slash")]),
+            map(&[("x-request-id", &long)]),
+            map(&[("x-request-id", "one"), ("x-request-id", "two")]),
+        ] {
+            let id = request_id(&bad, peer, &trusted);
+            assert!(is_generated(&id), "{bad:?} gave {id:?}");
+        }
+        let max = "b".repeat(MAX_REQUEST_ID);
+        let ok = map(&[("x-request-id", &max)]);
+        assert_eq!(request_id(&ok, peer, &trusted).as_str(), max);
+    }
+
+    #[test]
+    fn set_request_id_replaces_the_clients() {
+        let mut h = map(&[("x-request-id", "forged"), ("x-request-id", "again")]);
+        let id = RequestId::Given(HeaderValue::from_static("abc"));
+        set_request_id(&mut h, Some(&id));
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(h["x-request-id"], "abc");
+        let mut h = HeaderMap::new();
+        set_request_id(&mut h, None);
+        assert!(is_generated(&RequestId::Given(h["x-request-id"].clone())));
+    }
+
+    #[test]
+    fn rewrite_request_keeps_the_id_through_a_connection_listing() {
+        // A client listing X-Request-Id in Connection cannot make the
+        // backend lose the id.
+        let peer: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let mut h = map(&[
+            ("connection", "Upgrade, x-request-id"),
+            ("upgrade", "websocket"),
+            ("x-request-id", "mine"),
+            ("host", "a.test"),
+        ]);
+        let id = RequestId::Given(HeaderValue::from_static("0123"));
+        let up = rewrite_request(&mut h, peer, true, &[], &id);
+        assert_eq!(up.unwrap(), "websocket");
+        assert_eq!(h["x-request-id"], "0123");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

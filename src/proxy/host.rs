@@ -10,22 +10,34 @@
 //!   authority);
 //! - an HTTP/1.1 request with neither is a 400; HTTP/1.0 may omit both.
 //!
-//! `Host` is set on the forwarded request after hop-by-hop headers are
-//! stripped, so `Connection: Host` cannot remove it.
+//! `Host` is never hop-by-hop: `headers::strip_hop_by_hop` keeps it whatever
+//! `Connection` lists.
 //!
 //! Pure: no I/O, and no allocation unless the target is absolute-form.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Uri, Version};
 
-/// The `Host` value to forward: the absolute target's authority, else the
-/// client's `Host`; `None` for an HTTP/1.0 request that gave neither.
-/// `Err` says why the request is a 400.
+/// Where the forwarded `Host` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestHost {
+    /// The client's one valid `Host`, forwarded as it is (not copied: a
+    /// copy of a header value can cost an allocation).
+    Given,
+    /// The absolute-form target's authority, which replaces `Host`.
+    Authority(HeaderValue),
+    /// Neither (HTTP/1.0 only).
+    None,
+}
+
+/// Decides the `Host` to forward: the absolute target's authority, else the
+/// client's `Host`; neither is allowed for HTTP/1.0 only. `Err` says why
+/// the request is a 400.
 pub fn request_host(
     uri: &Uri,
     headers: &HeaderMap,
     version: Version,
-) -> Result<Option<HeaderValue>, &'static str> {
+) -> Result<RequestHost, &'static str> {
     let mut given = headers.get_all(header::HOST).iter();
     let host = given.next();
     if given.next().is_some() {
@@ -48,19 +60,25 @@ pub fn request_host(
             return Err("invalid authority in the request target");
         }
         let value = HeaderValue::from_str(text).map_err(|_| "invalid authority")?;
-        return Ok(Some(value));
+        return Ok(RequestHost::Authority(value));
     }
     match host {
-        Some(h) => Ok(Some(h.clone())),
-        None if version == Version::HTTP_10 || version == Version::HTTP_09 => Ok(None),
+        Some(_) => Ok(RequestHost::Given),
+        None if version == Version::HTTP_10 || version == Version::HTTP_09 => Ok(RequestHost::None),
         None => Err("missing Host"),
     }
 }
 
-/// The host part of a forwarded `Host` (no port), as routes match it; ""
-/// when there is none.
-pub fn route_host(host: Option<&HeaderValue>) -> &str {
-    host.and_then(|h| h.to_str().ok())
+/// The host part of the `Host` to forward (no port), as routes match it;
+/// "" when there is none. `headers` are the request's.
+pub fn route_host<'a>(host: &'a RequestHost, headers: &'a HeaderMap) -> &'a str {
+    let value = match host {
+        RequestHost::Given => headers.get(header::HOST),
+        RequestHost::Authority(v) => Some(v),
+        RequestHost::None => None,
+    };
+    value
+        .and_then(|h| h.to_str().ok())
         .and_then(host_of)
         .unwrap_or("")
 }
@@ -110,7 +128,13 @@ mod tests {
         for h in hosts {
             headers.append(header::HOST, HeaderValue::from_str(h).unwrap());
         }
-        request_host(&uri, &headers, version).map(|v| v.map(|v| v.to_str().unwrap().to_string()))
+        let text = |v: &HeaderValue| v.to_str().unwrap().to_string();
+        // The Host that would be forwarded.
+        request_host(&uri, &headers, version).map(|d| match d {
+            RequestHost::Given => headers.get(header::HOST).map(text),
+            RequestHost::Authority(v) => Some(text(&v)),
+            RequestHost::None => None,
+        })
     }
 
     const V11: Version = Version::HTTP_11;
@@ -175,8 +199,11 @@ mod tests {
 
     #[test]
     fn routes_match_the_host_without_port() {
-        let v = HeaderValue::from_static("Chat.Example:443");
-        assert_eq!(route_host(Some(&v)), "Chat.Example");
-        assert_eq!(route_host(None), "");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("Chat.Example:443"));
+        assert_eq!(route_host(&RequestHost::Given, &h), "Chat.Example");
+        let v = HeaderValue::from_static("a.test:80");
+        assert_eq!(route_host(&RequestHost::Authority(v), &h), "a.test");
+        assert_eq!(route_host(&RequestHost::None, &h), "");
     }
 }

@@ -15,7 +15,7 @@ pub mod access;
 mod body;
 mod error;
 mod forward;
-mod headers;
+pub mod headers;
 pub mod host;
 mod routing;
 mod select;
@@ -64,6 +64,25 @@ pub struct ConnInfo {
     pub routes: Option<Arc<ListenerRoutes>>,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// `peer`'s address as an `X-Forwarded-For` value, made once.
+    pub forwarded_for: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(
+        listener: u64,
+        routes: Option<Arc<ListenerRoutes>>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> ConnInfo {
+        ConnInfo {
+            listener,
+            routes,
+            peer,
+            tls,
+            forwarded_for: headers::forwarded_for(peer),
+        }
+    }
 }
 
 /// The hyper service body: never fails; every error becomes a response.
@@ -75,13 +94,20 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let routing = shared.routing.load_full();
     let method = req.method().clone();
+    let trusted = routing
+        .listeners
+        .get(&conn.listener)
+        .or(conn.routes.as_ref())
+        .map_or(&[][..], |r| r.trusted_proxies.as_slice());
+    let id = headers::request_id(req.headers(), conn.peer, trusted);
+    let user_agent = req.headers().get(http::header::USER_AGENT).cloned();
     // A clone shares the request's bytes: no allocation on the hot path.
     let target = req
         .uri()
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let (resp, served) = match forward::forward(&shared, &routing, &conn, req).await {
+    let (resp, served) = match forward::forward(&shared, &routing, &conn, req, &id).await {
         Ok((resp, served)) => (resp, Some(served)),
         Err(e) => {
             let status = e.status().as_u16();
@@ -93,6 +119,7 @@ pub async fn handle(
             (e.response(), None)
         }
     };
+    let head_secs = started.elapsed().as_secs_f64();
     let status = resp.status();
     match &served {
         Some(s) => s
@@ -104,8 +131,8 @@ pub async fn handle(
             .request("", "", status.as_u16(), started.elapsed()),
     }
     let format = routing.server.access_log;
-    // Tunnels log their own line when they close.
-    if format == crate::config::AccessLog::Off || status == http::StatusCode::SWITCHING_PROTOCOLS {
+    // An upgrade's 101 gets its line now; its tunnel writes another when it closes.
+    if format == crate::config::AccessLog::Off {
         return Ok(resp);
     }
     let entry = access::Entry {
@@ -116,6 +143,9 @@ pub async fn handle(
         status,
         served,
         started,
+        head_secs,
+        request_id: id,
+        user_agent,
     };
     Ok(resp.map(|b| HoldUntilEnd::new(b, entry).boxed()))
 }

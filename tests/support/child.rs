@@ -98,6 +98,32 @@ impl Child {
         }
     }
 
+    /// Starts the `latch` binary with `args` and its stderr written to
+    /// `stderr` (a file), as a service manager would; `NO_COLOR` is not set,
+    /// so colours depend on latch's own terminal check. Its `stderr` lines
+    /// are empty: read the file.
+    pub fn spawn_to_file(args: &[&str], stderr: std::fs::File) -> Child {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start latch {args:?}: {e}"));
+        let pid = child.id().expect("a running child has a pid");
+        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+        Child {
+            child,
+            pid,
+            stdout,
+            stderr: Lines::new(tokio::io::empty()),
+        }
+    }
+
     /// Waits for the process to exit, within `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         match tokio::time::timeout(limit, self.child.wait()).await {

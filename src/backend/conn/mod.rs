@@ -1,0 +1,396 @@
+//! Upstream HTTP/1.1 connections: latch's own client side, driven by the
+//! task of the request that uses them (as Pingora does), and the idle list
+//! each [`Server`] keeps of them.
+//!
+//! A [`Conn`] is a socket with a read and a write buffer. A request's head
+//! is serialised once into the write buffer (with a small body, in the same
+//! write), the response head is parsed with `httparse` straight from the
+//! read buffer (header values share its bytes), and the body is read by
+//! [`Streaming`] as the client's connection task pulls it: no task, channel
+//! or wake-up between the backend's socket and the client's. When the
+//! response ends cleanly the connection goes back to its server's [`Idle`]
+//! list; the next request checks its socket's readiness before reusing it,
+//! so a connection the server closed is noticed without a system call.
+//! Nothing runs for an idle connection; the pool's reaper closes the ones
+//! that timed out or that their server closed.
+//!
+//! After a `101`, the connection becomes the backend side of a tunnel
+//! ([`Conn::into_upgraded`]), with any bytes already read kept in front.
+//!
+//! Layout: `wire.rs` writes request heads and parses response heads,
+//! `body.rs` reads response bodies, this file holds connections and the pool.
+//!
+//! [`Server`]: super::Server
+
+mod body;
+mod wire;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Method};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+pub use body::Streaming;
+pub use wire::{Head, HeadError, RespFraming};
+
+use crate::body::Body;
+
+/// A request body is sent in the same write as its head up to this size.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// One keep-alive HTTP/1.1 connection to a server.
+pub struct Conn {
+    io: TcpStream,
+    /// Bytes read and not consumed yet.
+    rbuf: BytesMut,
+    /// The request head (and a small body) being written.
+    wbuf: Vec<u8>,
+    /// Came from the idle list (served a request before).
+    reused: bool,
+    /// When it went idle; the reaper closes it `pool_idle_timeout` later.
+    idle_since: Instant,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("reused", &self.reused)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    Io(io::Error),
+    Timeout,
+}
+
+/// A request body on its way out.
+pub enum OutBody {
+    /// Kept whole (and replayable); `had_length`: the client sent a
+    /// `Content-Length`, which is kept even when it is 0.
+    Whole(Bytes, bool),
+    /// Streamed from the client; `length` when the client declared one
+    /// (otherwise it is sent chunked).
+    Stream(Body, Option<u64>),
+}
+
+/// Why a request got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("writing the request: {0}")]
+    Write(io::Error),
+    #[error("reading the response: {0}")]
+    Read(io::Error),
+    /// Kept whole, so the forwarder can tell a client that went quiet
+    /// (`client_body_timeout`, 408) from one that broke off.
+    #[error("the request body from the client failed: {0}")]
+    ClientBody(crate::body::BoxError),
+    #[error("connection closed before the response head")]
+    Closed,
+    #[error(transparent)]
+    Head(#[from] HeadError),
+}
+
+impl SendError {
+    /// The server had closed (or was closing) the connection and sent
+    /// nothing: it did not process the request.
+    pub fn stale(&self) -> bool {
+        match self {
+            SendError::Closed => true,
+            SendError::Write(e) | SendError::Read(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Opens a connection to `addr` within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
+    let io = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout),
+        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Ok(Ok(io)) => io,
+    };
+    let _ = io.set_nodelay(true);
+    Ok(Conn {
+        io,
+        rbuf: BytesMut::with_capacity(8 * 1024),
+        wbuf: Vec::with_capacity(1024),
+        reused: false,
+        idle_since: Instant::now(),
+    })
+}
+
+impl Conn {
+    /// Whether it served a request before.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Writes the request: head and body. Returns early (`Ok(false)`) when
+    /// the backend starts answering before a streamed body is all sent (it
+    /// may refuse a large upload); the connection is then not reusable.
+    pub async fn write_request(
+        &mut self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: OutBody,
+    ) -> Result<bool, SendError> {
+        self.wbuf.clear();
+        match body {
+            OutBody::Whole(bytes, had_length) => {
+                let framing = wire::framing_for(method, bytes.len() as u64, had_length);
+                wire::write_head(&mut self.wbuf, method, target, headers, framing);
+                if bytes.len() <= INLINE_BODY {
+                    self.wbuf.extend_from_slice(&bytes);
+                    self.io
+                        .write_all(&self.wbuf)
+                        .await
+                        .map_err(SendError::Write)?;
+                } else {
+                    self.io
+                        .write_all(&self.wbuf)
+                        .await
+                        .map_err(SendError::Write)?;
+                    self.io.write_all(&bytes).await.map_err(SendError::Write)?;
+                }
+                Ok(true)
+            }
+            OutBody::Stream(body, length) => {
+                let framing = match length {
+                    Some(n) => wire::ReqFraming::Length(n),
+                    None => wire::ReqFraming::Chunked,
+                };
+                wire::write_head(&mut self.wbuf, method, target, headers, framing);
+                let (rd, mut wr) = self.io.split();
+                let head = std::mem::take(&mut self.wbuf);
+                let send = async {
+                    wr.write_all(&head).await.map_err(SendError::Write)?;
+                    write_stream(&mut wr, body, length.is_none()).await
+                };
+                let answered = async {
+                    let _ = rd.readable().await;
+                };
+                let outcome = tokio::select! {
+                    r = send => r.map(|()| true),
+                    () = answered => Ok(false),
+                };
+                self.wbuf = head;
+                outcome
+            }
+        }
+    }
+
+    /// Reads the response head.
+    pub async fn read_head(&mut self, method: &Method) -> Result<Head, SendError> {
+        loop {
+            if let Some(head) = wire::parse_head(&mut self.rbuf, method)? {
+                return Ok(head);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                self.rbuf.reserve(8 * 1024);
+            }
+            let n = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf)
+                .await
+                .map_err(SendError::Read)?;
+            if n == 0 {
+                return Err(if self.rbuf.is_empty() {
+                    SendError::Closed
+                } else {
+                    SendError::Read(io::ErrorKind::UnexpectedEof.into())
+                });
+            }
+        }
+    }
+
+    /// The connection as the backend side of a tunnel, after a `101`.
+    pub fn into_upgraded(self) -> Upgraded {
+        Upgraded {
+            io: self.io,
+            pre: self.rbuf.freeze(),
+        }
+    }
+
+    /// Checks an idle connection before reuse: true when it is open and has
+    /// nothing unexpected to read. Normally no system call: only when the
+    /// socket reports readiness is it read to tell a close from data.
+    fn ready(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        match self.io.poll_read_ready(cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+/// Writes a streamed body, chunked when it has no declared length.
+async fn write_stream<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut body: Body,
+    chunked: bool,
+) -> Result<(), SendError> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(SendError::ClientBody)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            w.write_all(&wire::chunk_header(data.len()))
+                .await
+                .map_err(SendError::Write)?;
+        }
+        w.write_all(&data).await.map_err(SendError::Write)?;
+        if chunked {
+            w.write_all(b"\r\n").await.map_err(SendError::Write)?;
+        }
+    }
+    if chunked {
+        w.write_all(b"0\r\n\r\n").await.map_err(SendError::Write)?;
+    }
+    Ok(())
+}
+
+// === impl Upgraded ===
+
+/// The backend side of a tunnel: the socket, with the bytes read past the
+/// `101` head served first.
+pub struct Upgraded {
+    io: TcpStream,
+    pre: Bytes,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre[..n]);
+            this.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+// === impl Idle ===
+
+/// A server's idle keep-alive connections, most recently used last.
+#[derive(Debug, Default)]
+pub struct Idle(Mutex<Vec<Conn>>);
+
+impl Idle {
+    fn list(&self) -> MutexGuard<'_, Vec<Conn>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `conn` for a later request; past `max` the oldest is closed.
+    pub fn put(&self, mut conn: Conn, max: usize) {
+        if max == 0 {
+            return;
+        }
+        conn.reused = true;
+        conn.idle_since = Instant::now();
+        let evicted = {
+            let mut list = self.list();
+            let evicted = (list.len() >= max).then(|| list.remove(0));
+            list.push(conn);
+            evicted
+        };
+        drop(evicted); // closed outside the lock
+    }
+
+    /// The most recently used connection that is still open and younger than
+    /// `max_age`; closed or stale ones met on the way are dropped.
+    pub async fn checkout(&self, max_age: Duration) -> Option<Conn> {
+        std::future::poll_fn(|cx| Poll::Ready(self.take_ready(cx, max_age))).await
+    }
+
+    fn take_ready(&self, cx: &mut Context<'_>, max_age: Duration) -> Option<Conn> {
+        loop {
+            let mut conn = self.list().pop()?;
+            if conn.idle_since.elapsed() < max_age && conn.ready(cx) {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Closes the connections older than `max_age` or closed by the server.
+    pub fn reap(&self, max_age: Duration) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut stale = Vec::new();
+        {
+            let mut list = self.list();
+            for mut c in std::mem::take(&mut *list) {
+                if c.idle_since.elapsed() < max_age && c.ready(&mut cx) {
+                    list.push(c);
+                } else {
+                    stale.push(c);
+                }
+            }
+        }
+        drop(stale); // closed outside the lock
+    }
+
+    /// Closes every idle connection (the server is leaving).
+    pub fn clear(&self) {
+        let all = std::mem::take(&mut *self.list());
+        drop(all);
+    }
+
+    pub fn len(&self) -> usize {
+        self.list().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests;

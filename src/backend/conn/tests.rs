@@ -1,0 +1,174 @@
+//! The client side against scripted backends on loopback sockets: bodies by
+//! every framing, delivered in pieces, and what becomes of the connection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::{Conn, OutBody, Streaming, connect};
+use crate::backend::Backend;
+use crate::config::ServerConfig;
+
+/// A backend that, for each request it reads, writes the next answer in
+/// pieces of `piece` bytes, then keeps the connection open.
+async fn scripted(answers: Vec<&'static [u8]>, piece: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        for answer in answers {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            for part in answer.chunks(piece) {
+                if s.write_all(part).await.is_err() {
+                    return;
+                }
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        }
+        // Hold the connection until the client closes it.
+        let _ = s.read(&mut [0u8; 1]).await;
+    });
+    addr
+}
+
+async fn get(c: &mut Conn) -> super::Head {
+    let mut h = HeaderMap::new();
+    h.insert("host", "t".parse().unwrap());
+    c.write_request(&Method::GET, "/", &h, OutBody::Whole(Bytes::new(), false))
+        .await
+        .unwrap();
+    c.read_head(&Method::GET).await.unwrap()
+}
+
+/// Reads the whole body; the backend's slot and (maybe) the connection go
+/// back to `b`.
+async fn body_of(c: Conn, head: super::Head, b: &Backend) -> Result<Vec<u8>, String> {
+    let body = Streaming::new(c, head.framing, head.keep_alive, b.start_request(), 4);
+    let got = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("body within 10 s");
+    got.map(|c| c.to_bytes().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+fn backend(addr: SocketAddr) -> Backend {
+    Backend::new(&ServerConfig::new(addr, 1))
+}
+
+#[tokio::test]
+async fn chunked_bodies_in_single_bytes_then_the_connection_is_reused() {
+    let answer: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let again: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let addr = scripted(vec![answer, again], 1).await;
+    let b = backend(addr);
+    let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+    let head = get(&mut c).await;
+    assert_eq!(body_of(c, head, &b).await.unwrap(), b"hello, world");
+    assert_eq!(
+        (b.active(), b.idle.len()),
+        (0, 1),
+        "slot freed, connection pooled"
+    );
+    let mut c = b
+        .idle
+        .checkout(Duration::from_secs(60))
+        .await
+        .expect("pooled");
+    assert!(c.reused());
+    let head = get(&mut c).await;
+    assert_eq!(body_of(c, head, &b).await.unwrap(), b"ok");
+}
+
+#[tokio::test]
+async fn length_bodies_in_pieces_and_close_delimited_bodies() {
+    let answer: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789";
+    let addr = scripted(vec![answer], 3).await;
+    let b = backend(addr);
+    let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+    let head = get(&mut c).await;
+    assert_eq!(body_of(c, head, &b).await.unwrap(), b"0123456789");
+    assert_eq!(b.idle.len(), 1);
+
+    // HTTP/1.0 without a length: the body runs to the close.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let _ = s.read(&mut [0u8; 1024]).await;
+        s.write_all(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+            .await
+            .unwrap();
+    });
+    let b = backend(addr);
+    let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+    let head = get(&mut c).await;
+    assert!(!head.keep_alive);
+    assert_eq!(body_of(c, head, &b).await.unwrap(), b"until the end");
+    assert_eq!(
+        b.idle.len(),
+        0,
+        "a close-delimited connection is not reused"
+    );
+}
+
+#[tokio::test]
+async fn broken_bodies_are_errors_and_never_pooled() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+    ] {
+        let addr = scripted(vec![answer], 4).await;
+        let b = backend(addr);
+        let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+        let head = get(&mut c).await;
+        assert!(
+            body_of(c, head, &b).await.is_err(),
+            "{}",
+            String::from_utf8_lossy(answer)
+        );
+        assert_eq!((b.active(), b.idle.len()), (0, 0));
+    }
+    // The backend closes before the declared length.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let _ = s.read(&mut [0u8; 1024]).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+            .await
+            .unwrap();
+    });
+    let b = backend(addr);
+    let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+    let head = get(&mut c).await;
+    let err = body_of(c, head, &b).await.unwrap_err();
+    assert!(err.contains("mid-body"), "{err}");
+}
+
+#[tokio::test]
+async fn an_upgrade_keeps_the_bytes_read_past_the_101() {
+    let answer: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+        Connection: upgrade\r\n\r\nfirst frame";
+    let addr = scripted(vec![answer], 64).await;
+    let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+    let head = get(&mut c).await;
+    assert_eq!(head.response.status(), 101);
+    let mut up = c.into_upgraded();
+    let mut got = [0u8; 11];
+    up.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"first frame");
+}

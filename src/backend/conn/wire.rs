@@ -1,0 +1,378 @@
+//! HTTP/1.1 on the wire toward a backend (RFC 9112): the request head as
+//! bytes, and the response head parsed from bytes with `httparse`, with the
+//! framing of the body that follows (§6.3).
+//!
+//! The backend is not trusted more than a client: a head that does not parse,
+//! is larger than [`MAX_HEAD`], or frames its body ambiguously is an error
+//! (`invalid_header` for retries), never a panic.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+
+/// Largest response head accepted from a backend.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+
+/// How the request body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReqFraming {
+    /// No body and no length header (GET and friends without a body).
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Appends the request head to `out`. `Content-Length` and
+/// `Transfer-Encoding` from `headers` are replaced by what `framing` says.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: ReqFraming,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        ReqFraming::None => {}
+        ReqFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(decimal(n, &mut [0u8; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written into `buf` without allocating.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespFraming {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    pub response: Response<()>,
+    pub framing: RespFraming,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Why a response head was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed response head: {0}")]
+    Parse(httparse::Error),
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("invalid header field in response: {0}")]
+    Field(&'static str),
+    #[error("ambiguous body length: {0}")]
+    Framing(&'static str),
+}
+
+/// Parses a response head from the front of `buf`. `Ok(None)`: more bytes
+/// are needed. On success the head's bytes are taken off `buf`; header
+/// values share them (no copy). Informational (1xx other than 101) heads are
+/// skipped, as they carry nothing the client needs here.
+pub fn parse_head(buf: &mut BytesMut, request: &Method) -> Result<Option<Head>, HeadError> {
+    loop {
+        // First pass: is a whole head there, and how long is it? (No
+        // header array to clear: httparse fills uninitialised slots.)
+        let (len, code) = {
+            let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut parsed,
+                buf,
+                &mut slots,
+            ) {
+                Ok(httparse::Status::Complete(len)) => (len, parsed.code.unwrap_or(0)),
+                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                    return Err(HeadError::TooLarge);
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(HeadError::Parse(e)),
+            }
+        };
+        if len > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| HeadError::Field("status code"))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(len);
+            continue;
+        }
+        // Second pass over the head split off the buffer, so that header
+        // values are slices of its bytes (shared, not copied).
+        let head = buf.split_to(len).freeze();
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            &head,
+            &mut slots,
+        ) {
+            Ok(httparse::Status::Complete(n)) if n == len => {}
+            Ok(_) => return Err(HeadError::Field("head")),
+            Err(e) => return Err(HeadError::Parse(e)),
+        }
+        let version = match parsed.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+        for f in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(f.name.as_bytes())
+                .map_err(|_| HeadError::Field("header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice_ref(f.value))
+                .map_err(|_| HeadError::Field("header value"))?;
+            headers.append(name, value);
+        }
+        let framing = framing(status, request, &headers)?;
+        let keep_alive = keep_alive(version, &headers) && framing != RespFraming::Close;
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        return Ok(Some(Head {
+            response,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// RFC 9112 §6.3, in its order.
+fn framing(
+    status: StatusCode,
+    request: &Method,
+    headers: &HeaderMap,
+) -> Result<RespFraming, HeadError> {
+    if request == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(RespFraming::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Chunked must be the final coding; otherwise read until close.
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty());
+        return Ok(match last {
+            Some(t) if t.eq_ignore_ascii_case("chunked") => RespFraming::Chunked,
+            _ => RespFraming::Close,
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        // A list of identical values is allowed (§6.3 rule 5); anything else not.
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::Framing("invalid Content-Length"));
+            }
+            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Framing("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => RespFraming::Empty,
+        Some(n) => RespFraming::Length(n),
+        None => RespFraming::Close,
+    })
+}
+
+/// Whether the connection stays open after this response.
+fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut close = version == Version::HTTP_10;
+    for v in headers.get_all(header::CONNECTION) {
+        for t in v.as_bytes().split(|&b| b == b',') {
+            let t = t.trim_ascii();
+            if t.eq_ignore_ascii_case(b"close") {
+                return false;
+            }
+            if t.eq_ignore_ascii_case(b"keep-alive") {
+                close = false;
+            }
+        }
+    }
+    !close
+}
+
+/// The framing of a request body of `len` bytes sent whole; `had_length`:
+/// the client sent a `Content-Length` (kept even when it is 0).
+pub fn framing_for(method: &Method, len: u64, had_length: bool) -> ReqFraming {
+    let bodyless = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if len == 0 && bodyless && !had_length {
+        ReqFraming::None
+    } else {
+        ReqFraming::Length(len)
+    }
+}
+
+/// A chunk's size line, for a body sent chunked.
+pub fn chunk_header(len: usize) -> Bytes {
+    Bytes::from(format!("{len:x}\r\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], method: Method) -> Result<Option<Head>, HeadError> {
+        let mut buf = BytesMut::from(raw);
+        parse_head(&mut buf, &method)
+    }
+
+    #[test]
+    fn writes_a_head_with_its_framing() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a.test"));
+        h.insert("content-length", HeaderValue::from_static("999"));
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            &Method::POST,
+            "/x?y=1",
+            &h,
+            ReqFraming::Length(12345),
+        );
+        assert_eq!(
+            out,
+            b"POST /x?y=1 HTTP/1.1\r\nhost: a.test\r\ncontent-length: 12345\r\n\r\n"
+        );
+        out.clear();
+        write_head(&mut out, &Method::GET, "/", &h, ReqFraming::None);
+        assert_eq!(out, b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n");
+        out.clear();
+        write_head(
+            &mut out,
+            &Method::PUT,
+            "/",
+            &HeaderMap::new(),
+            ReqFraming::Length(0),
+        );
+        assert_eq!(out, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn parses_heads_and_their_framing() {
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.response.status(), 200);
+        assert_eq!(h.framing, RespFraming::Length(5));
+        assert!(h.keep_alive);
+        assert_eq!(h.response.headers()["x"], "y");
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, RespFraming::Chunked);
+        let h = parse(b"HTTP/1.0 200 OK\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (RespFraming::Close, false));
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            Method::HEAD,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, RespFraming::Empty);
+        let h = parse(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.response.status(), 204);
+        assert!(!h.keep_alive);
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Le", Method::GET)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn refuses_ambiguous_or_broken_heads() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 999999 X\r\n\r\n",
+        ] {
+            assert!(
+                parse(raw, Method::GET).is_err(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, RespFraming::Length(5));
+        let mut big = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+        big.resize(MAX_HEAD + 10, b'a');
+        assert!(matches!(parse(&big, Method::GET), Err(HeadError::TooLarge)));
+    }
+}
