@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 use latch::Config;
 use tracing::{error, info};
 
+/// jemalloc with background threads, which purge freed pages after ~10 s, so
+/// RSS comes back down after a burst of connections (see `benches/mem/`).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "latch",

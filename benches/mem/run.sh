@@ -15,6 +15,7 @@
 #   LATCH [target/release/latch]  the binary to measure (to compare builds side by side)
 #   LABEL [basename of LATCH]      name in the result lines
 #   IDLE_CONNS [9500] BURST_CONNS [3000] CYCLES [5] RUNS [3] DURATION [10]
+#   SETTLE [15]                    seconds to wait after the last burst for a last RSS sample
 #   LATCH_ENV [""]                 extra environment for latch, e.g. MALLOC_ARENA_MAX=2
 #
 # Needs node with the `ws` package (installed into target/bench-node if missing), nginx
@@ -34,6 +35,7 @@ BURST_CONNS="${BURST_CONNS:-3000}"
 CYCLES="${CYCLES:-5}"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-10}"
+SETTLE="${SETTLE:-15}"
 LATCH_ENV="${LATCH_ENV:-}"
 CERT="$ROOT/certs/dev.pem"
 KEY="$ROOT/certs/dev-key.pem"
@@ -198,7 +200,11 @@ mode_burst() {
     result burst "cycle${c}_open_kib" "$open_rss"
     result burst "cycle${c}_closed_kib" "$closed_rss"
   done
-  log "burst: $line"
+  # Allocators that return memory on a timer (jemalloc's 10 s decay) get a while longer.
+  sleep "$SETTLE"
+  local settled=$(rss "$LATCH_PID")
+  result burst "settled_kib" "$settled"
+  log "burst: $line | ${SETTLE}s later $settled"
   stop_client
   stop_latch
 }

@@ -64,7 +64,7 @@ fuzz_target!(|head: Head| {
 
     let h = req.headers_mut();
     let id = headers::request_id(h, peer, &trusted);
-    let upgrade = headers::rewrite_request(h, peer, head.tls, &trusted, &id);
+    let upgrade = headers::rewrite_request(h, peer, &headers::forwarded_for(peer), head.tls, &trusted, &id);
 
     // Hop-by-hop headers are gone, except the two an upgrade needs.
     for name in HOP_BY_HOP {

@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 use super::access::Served;
 use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
-use super::{ConnInfo, ListenerRoutes, Routing, Shared, Upstream, headers, host, select, tunnel};
+use super::{ConnInfo, Routing, Shared, Upstream, headers, host, select, tunnel};
 use crate::backend::conn::{self, Conn, Head, OutBody, SendError, Streaming, Upgraded};
 use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
@@ -88,11 +88,14 @@ pub(super) async fn forward(
     if let host::RequestHost::Authority(authority) = host {
         parts.headers.insert(header::HOST, authority);
     }
-    rewrite_headers(
-        &mut parts,
-        conn,
-        routes,
-        upgrade.as_ref().map(|u| &u.offered),
+    // Header rules, once, before the first attempt.
+    parts.version = Version::HTTP_11;
+    headers::rewrite_request(
+        &mut parts.headers,
+        conn.peer,
+        &conn.forwarded_for,
+        conn.tls,
+        &routes.trusted_proxies,
         id,
     );
     let length = parts
@@ -434,32 +437,6 @@ fn more_allowed(retry: &RetryConfig, attempts: usize, started: Instant, servers:
     (retry.tries == 0 || attempts < retry.tries as usize)
         && retry.timeout.is_none_or(|t| started.elapsed() < t)
         && attempts < servers
-}
-
-/// Header rules applied once, before the first attempt.
-fn rewrite_headers(
-    parts: &mut Parts,
-    conn: &ConnInfo,
-    routes: &ListenerRoutes,
-    upgrade: Option<&HeaderValue>,
-    id: &headers::RequestId,
-) {
-    parts.version = Version::HTTP_11;
-    // Room for X-Forwarded-For/-Proto/-Host and X-Request-Id in one
-    // growth, not four.
-    parts.headers.reserve(4);
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(proto) = upgrade {
-        headers::keep_upgrade(&mut parts.headers, proto.clone());
-    }
-    headers::set_forwarded(
-        &mut parts.headers,
-        conn.peer,
-        &conn.forwarded_for,
-        conn.tls,
-        &routes.trusted_proxies,
-    );
-    headers::set_request_id(&mut parts.headers, Some(id));
 }
 
 /// A response's headers as the client gets them: hop-by-hop ones removed,

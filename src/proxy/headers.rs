@@ -110,21 +110,26 @@ pub fn set_request_id(headers: &mut HeaderMap, id: Option<&RequestId>) {
 /// Everything latch does to a request's headers before the first attempt, in
 /// the order `forward.rs` does it: hop-by-hop headers removed (an upgrade
 /// request keeps its `Connection: upgrade` and `Upgrade`), `X-Forwarded-*`
-/// set for `peer`, and `X-Request-Id` set. Returns the protocol(s) an upgrade
-/// request offered. Pure, for fuzzing and tests.
+/// set for `peer` (whose [`forwarded_for`] value is `ip`), and `X-Request-Id`
+/// set. Returns the protocol(s) an upgrade request offered. Pure: the
+/// forwarder calls it, and so does the fuzzer.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     peer: SocketAddr,
+    ip: &HeaderValue,
     tls: bool,
     trusted: &[Cidr],
     id: &RequestId,
 ) -> Option<HeaderValue> {
+    // Room for X-Forwarded-For/-Proto/-Host and X-Request-Id in one
+    // growth, not four.
+    headers.reserve(4);
     let upgrade = upgrade_request(headers);
     strip_hop_by_hop(headers);
     if let Some(proto) = &upgrade {
         keep_upgrade(headers, proto.clone());
     }
-    set_forwarded(headers, peer, &forwarded_for(peer), tls, trusted);
+    set_forwarded(headers, peer, ip, tls, trusted);
     set_request_id(headers, Some(id));
     upgrade
 }
@@ -427,7 +432,7 @@ mod tests {
             ("host", "a.test"),
         ]);
         let id = RequestId::Given(HeaderValue::from_static("0123"));
-        let up = rewrite_request(&mut h, peer, true, &[], &id);
+        let up = rewrite_request(&mut h, peer, &forwarded_for(peer), true, &[], &id);
         assert_eq!(up.unwrap(), "websocket");
         assert_eq!(h["x-request-id"], "0123");
         assert_eq!(h["connection"], "upgrade");

@@ -80,6 +80,11 @@ pub(super) async fn read_head(s: &mut TcpStream) -> Vec<u8> {
     head
 }
 
+/// [`read_head`] for test files.
+pub async fn read_head_pub(s: &mut TcpStream) -> Vec<u8> {
+    read_head(s).await
+}
+
 /// Discards input until EOF, an error, or `limit`.
 pub(super) async fn drain(s: &mut TcpStream, limit: Duration) {
     let _ = tokio::time::timeout(limit, async {

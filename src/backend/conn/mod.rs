@@ -118,6 +118,12 @@ impl SendError {
     }
 }
 
+/// Parses a response head from the front of `bytes` as a connection does
+/// (`Ok(None)`: incomplete). For fuzzing and tests.
+pub fn parse_response_head(bytes: &[u8], method: &Method) -> Result<Option<Head>, HeadError> {
+    wire::parse_head(&mut BytesMut::from(bytes), method)
+}
+
 /// Opens a connection to `addr` within `timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
     let io = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
