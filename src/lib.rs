@@ -17,6 +17,8 @@
 //!
 //! [`start`] binds everything and returns a [`Handle`] to reload or stop it;
 //! `reload` swaps in a new config without dropping a connection.
+//! `path` (request paths in normal form) is a pure leaf that config
+//! validation and routing share.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -29,6 +31,7 @@ pub mod health;
 pub mod listener;
 pub mod log;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 mod reload;
 pub mod sticky;

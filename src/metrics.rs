@@ -12,7 +12,8 @@
 //! `/metrics` too instead of lingering with its last values.
 //!
 //! Series name servers by their id (the configured address unless `id` is
-//! set), so they stay the same series across reloads.
+//! set), so they stay the same series across reloads. Client listeners'
+//! connection counts (`metrics/listener.rs`) are read at each scrape too.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -82,6 +83,8 @@ pub struct Metrics {
     reloads: Family<OutcomeLabel, Counter>,
     checks: Family<CheckLabels, Counter>,
     check_duration: Durations,
+    /// Every client listener's connection counts (read at each scrape).
+    listeners: listener::Listeners,
 }
 
 impl Default for Metrics {
@@ -101,6 +104,7 @@ impl Metrics {
             reloads: Family::default(),
             checks: Family::default(),
             check_duration: Family::new_with_constructor(durations),
+            listeners: listener::Listeners::default(),
         };
         let mut r = Registry::default();
         r.register(
@@ -198,8 +202,20 @@ impl Metrics {
         histogram.observe(elapsed.as_secs_f64());
     }
 
-    /// The whole exposition ([`CONTENT_TYPE`]): the event series, then the
-    /// pool as given: each upstream's servers, and the draining servers.
+    /// Counts for a client listener bound at `addr`, shown until the
+    /// returned handle and all its clones are gone.
+    pub fn listener(&self, addr: std::net::SocketAddr) -> Arc<ListenerStats> {
+        self.listeners.add(addr)
+    }
+
+    /// The client listeners alive now, by address.
+    pub fn listeners(&self) -> Vec<Arc<ListenerStats>> {
+        self.listeners.all()
+    }
+
+    /// The whole exposition ([`CONTENT_TYPE`]): the event series, the
+    /// listeners, then the pool as given: each upstream's servers, and the
+    /// draining servers.
     pub fn encode(
         &self,
         upstreams: &[(&str, &[Arc<Backend>])],
@@ -208,6 +224,8 @@ impl Metrics {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = text::encode_registry(&mut out, &self.registry);
+        let listeners = listener::registry(&self.listeners.all());
+        let _ = text::encode_registry(&mut out, &listeners);
         let _ = text::encode_registry(&mut out, &pool::registry(upstreams, draining));
         let _ = text::encode_eof(&mut out);
         out
@@ -273,8 +291,10 @@ fn status_class(status: u16) -> &'static str {
     CLASS_NAMES[class_index(status)]
 }
 
+mod listener;
 mod pool;
 
+pub use listener::ListenerStats;
 pub use pool::{STATES, server_state};
 
 #[cfg(test)]

@@ -11,9 +11,9 @@
 //!   they started with; servers that stay are the same pool servers (counts,
 //!   health, slow start and idle upstream connections survive).
 //! - Listeners are matched by bind address and named by id. A matched
-//!   listener keeps its socket and accept loop; only its TLS certificates and
-//!   routes change. A new one is bound; a removed one stops accepting (its
-//!   connections finish).
+//!   listener keeps its socket and accept loop; only its TLS certificates,
+//!   routes and connection limits change. A new one is bound; a removed one
+//!   stops accepting (its connections finish).
 //! - Servers that left are *draining*: nothing new goes to them, and their
 //!   tunnels live until they close or the new config's `grace` runs out.
 //! - Health checkers restart for the new set of servers.
@@ -33,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backend::Server;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::listener::limit::Limiter;
 use crate::listener::{self, Accept, TlsSlot};
 use crate::proxy::Routing;
 use crate::{Inner, StartError, health};
@@ -92,6 +93,8 @@ pub(crate) struct Running {
     pub addr: SocketAddr,
     stop: CancellationToken,
     tls: TlsSlot,
+    /// Its connection limits, which a reload sets anew.
+    limit: Arc<Limiter>,
 }
 
 /// A listener of the next config, ready to commit.
@@ -248,11 +251,13 @@ impl Inner {
                     Some(j) => {
                         let r = old.swap_remove(j);
                         r.tls.store(b.tls.map(Arc::new));
+                        r.limit
+                            .configure(l.max_connections, l.max_connections_per_client);
                         r
                     }
                     None => continue, // unreachable: each running listener is kept once
                 },
-                Socket::New(tcp) => self.spawn_listener(b.id, l.bind, tcp, b.tls),
+                Socket::New(tcp) => self.spawn_listener(b.id, l, tcp, b.tls),
             };
             listeners.push(running);
         }
@@ -315,11 +320,17 @@ impl Inner {
     fn spawn_listener(
         &self,
         id: u64,
-        bind: SocketAddr,
+        config: &ListenerConfig,
         tcp: TcpListener,
         tls: Option<TlsAcceptor>,
     ) -> Running {
+        let bind = config.bind;
         let addr = tcp.local_addr().unwrap_or(bind);
+        let limit = Limiter::new(
+            self.shared.metrics.listener(addr),
+            config.max_connections,
+            config.max_connections_per_client,
+        );
         info!(%addr, tls = tls.is_some(), "listening");
         let stop = self.stop_accepting.child_token();
         let tls: TlsSlot = Arc::new(arc_swap::ArcSwapOption::new(tls.map(Arc::new)));
@@ -331,6 +342,7 @@ impl Inner {
             stop_accepting: stop.clone(),
             drain: self.drain.clone(),
             conns: self.conns.clone(),
+            limit: limit.clone(),
         };
         self.conns.spawn(accept.run());
         Running {
@@ -339,6 +351,7 @@ impl Inner {
             addr,
             stop,
             tls,
+            limit,
         }
     }
 

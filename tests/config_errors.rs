@@ -86,6 +86,13 @@ fn bad_values_are_rejected_with_their_place() {
         "invalid duration `3x`",
     );
     assert_err(
+        "[server]\nclient_body_timeout = \"forever\"\n",
+        2,
+        23,
+        "server.client_body_timeout",
+        "invalid duration `forever`",
+    );
+    assert_err(
         "[server]\nmax_header_size = 100\n[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n",
         2,
         19,
@@ -105,6 +112,33 @@ fn bad_values_are_rejected_with_their_place() {
         11,
         "upstream.app.balance",
         "unknown variant `fastest`",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\nmax_connections = 0\n",
+        ),
+        4,
+        19,
+        "listener[0].max_connections",
+        "at least 1",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\nmax_connections = 10\nmax_connections_per_client = 20\n",
+        ),
+        5,
+        30,
+        "listener[0].max_connections_per_client",
+        "more than max_connections (10)",
+    );
+    assert_err(
+        &with_upstream(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\nmax_connections = \"many\"\n",
+        ),
+        4,
+        19,
+        "listener.max_connections",
+        "invalid type",
     );
     assert_err(
         &with_upstream(
@@ -144,6 +178,25 @@ fn references_and_duplicates_are_checked() {
         "listener[0].route[0].path_prefix",
         "must start with `/`",
     );
+    // Requests are routed by their normalised path: a prefix that is not
+    // normal would never match.
+    for (prefix, words) in [
+        ("/%61dmin", "write `/admin`"),
+        ("/api//v1", "write `/api/v1`"),
+        ("/x/../admin", "write `/admin`"),
+        ("/../x", "climbs above /"),
+        ("/%zz", "malformed percent-encoding"),
+    ] {
+        assert_err(
+            &with_upstream(&format!(
+                "[[listener]]\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"{prefix}\"\nupstream = \"app\"\n"
+            )),
+            4,
+            15,
+            "listener[0].route[0].path_prefix",
+            words,
+        );
+    }
     assert_err(
         &with_upstream(
             "[[listener]]\nbind = \"127.0.0.1:7001\"\nupstream = \"app\"\n[[listener]]\nbind = \"127.0.0.1:7001\"\nupstream = \"app\"\n",

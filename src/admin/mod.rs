@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::backend::Backend;
+use crate::listener::backoff::AcceptBackoff;
 use crate::metrics::{self, Metrics};
 use crate::proxy::Shared;
 use status::Status;
@@ -71,13 +72,28 @@ pub async fn serve(
     stop: CancellationToken,
     conns: TaskTracker,
 ) {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => { debug!("admin accept failed: {e}"); continue; }
-            },
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff.succeeded(addr);
+                pair
+            }
+            // Out of descriptors, usually: retrying at once would spin.
+            Err(e) => {
+                let wait = backoff.failed(addr, &e);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
         };
         let stop = stop.clone();
         let state = state.clone();

@@ -1,16 +1,17 @@
-//! `/status`: what every server of every upstream is doing now, as plain data
-//! that serializes to the JSON the endpoint serves and that the dashboard
-//! renders. Everything is read at the moment of the request from the live
-//! state (atomics and the check report), so it never goes stale and costs
-//! nothing between requests.
+//! `/status`: what every server of every upstream is doing now, and every
+//! client listener's connections and limits, as plain data that serializes
+//! to the JSON the endpoint serves and that the dashboard renders. Everything
+//! is read at the moment of the request from the live state (atomics and the
+//! check report), so it never goes stale and costs nothing between requests.
 
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::backend::{Backend, Server};
 use crate::config::Balance;
-use crate::metrics::server_state;
+use crate::metrics::{ListenerStats, server_state};
 use crate::proxy::Shared;
 
 #[derive(Debug, Serialize)]
@@ -23,6 +24,38 @@ pub struct Status {
     pub upstreams: Vec<UpstreamView>,
     /// Servers removed by a reload that still hold tunnels.
     pub draining: Vec<DrainingView>,
+    /// Client listeners, by address.
+    pub listeners: Vec<ListenerView>,
+}
+
+/// A client listener's connections and limits.
+#[derive(Debug, Serialize)]
+pub struct ListenerView {
+    pub addr: String,
+    /// Client connections open now (tunnels included).
+    pub open: usize,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+    /// Times it reached `max_connections` and waited for one to close.
+    pub full: u64,
+    /// Connections closed at once: their address had its share open.
+    pub refused_per_client: u64,
+    /// Failed accepts (out of file descriptors, usually).
+    pub accept_errors: u64,
+}
+
+impl ListenerView {
+    fn of(s: &ListenerStats) -> ListenerView {
+        ListenerView {
+            addr: s.addr.to_string(),
+            open: s.open(),
+            max_connections: ListenerStats::limit(&s.max_connections),
+            max_connections_per_client: ListenerStats::limit(&s.max_per_client),
+            full: s.full.load(Ordering::Relaxed),
+            refused_per_client: s.refused_per_client.load(Ordering::Relaxed),
+            accept_errors: s.accept_errors.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -91,11 +124,18 @@ impl Status {
                 server: ServerView::of_server(s, 0, false, None),
             })
             .collect();
+        let listeners = shared
+            .metrics
+            .listeners()
+            .iter()
+            .map(|s| ListenerView::of(s))
+            .collect();
         Status {
             uptime_secs,
             now_unix: unix(SystemTime::now()),
             upstreams,
             draining,
+            listeners,
         }
     }
 }

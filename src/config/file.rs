@@ -43,7 +43,12 @@ pub struct ServerSection {
     /// Time a client has to complete a TLS handshake.
     #[serde(default = "default_handshake_timeout")]
     pub tls_handshake_timeout: Dur,
-    /// Largest request head accepted; bigger gets 431.
+    /// Longest a client may go without sending request body bytes while the
+    /// body is being read (nginx `client_body_timeout`); "0" turns it off.
+    #[serde(default = "default_client_body_timeout")]
+    pub client_body_timeout: Dur,
+    /// Largest request head accepted (request line to blank line, exact);
+    /// bigger gets 431.
     #[serde(default = "default_max_header_size")]
     pub max_header_size: Spanned<Size>,
     /// One line per request and per closed tunnel: "off", "text" or "json".
@@ -64,6 +69,7 @@ impl Default for ServerSection {
             grace: default_grace(),
             header_timeout: default_header_timeout(),
             tls_handshake_timeout: default_handshake_timeout(),
+            client_body_timeout: default_client_body_timeout(),
             max_header_size: default_max_header_size(),
             access_log: AccessLog::default(),
             pool_max_idle: default_pool_idle_per_backend(),
@@ -80,6 +86,10 @@ fn default_header_timeout() -> Dur {
 }
 fn default_handshake_timeout() -> Dur {
     Dur(Duration::from_secs(10))
+}
+/// nginx's default; well above socket.io's 45 s worst gap on a long-poll.
+fn default_client_body_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
 }
 fn default_max_header_size() -> Spanned<Size> {
     Spanned::new(0..0, Size(64 * 1024))
@@ -124,6 +134,12 @@ pub struct ListenerSection {
     /// Peers (CIDRs) whose `X-Forwarded-*` headers are believed and extended.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Most client connections open at once; at the limit the listener
+    /// stops accepting until one closes. Unset = no limit.
+    pub max_connections: Option<Spanned<usize>>,
+    /// Most connections open at once from one client address; more are
+    /// closed at once. Unset = no limit.
+    pub max_connections_per_client: Option<Spanned<usize>>,
 }
 
 /// One `[[listener.route]]`: first match wins, in file order.
@@ -416,7 +432,8 @@ fn default_weight() -> Spanned<u32> {
 pub struct TimeoutsSection {
     #[serde(default = "default_connect")]
     pub connect: Dur,
-    /// Time from sending the request to the response head.
+    /// Time from sending the request to the response head, and then
+    /// between two reads of the response body (nginx `proxy_read_timeout`).
     #[serde(default = "default_read")]
     pub read: Dur,
     /// A tunnel with no bytes either way for this long is closed.

@@ -48,6 +48,8 @@ pub struct ServerSettings {
     pub grace: Duration,
     pub header_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// Longest gap in a request body while it is read; zero = none.
+    pub client_body_timeout: Duration,
     pub max_header_size: usize,
     pub pool_max_idle: usize,
     pub pool_idle_timeout: Duration,
@@ -78,6 +80,10 @@ pub struct ListenerConfig {
     pub routes: Vec<Route>,
     pub tls: Option<TlsSettings>,
     pub trusted_proxies: Vec<Cidr>,
+    /// Client connections open at once; `None` = no limit.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address; `None` = no limit.
+    pub max_connections_per_client: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +139,7 @@ impl ServerConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
+    /// To the response head, then between response body reads.
     pub read: Duration,
     pub tunnel_idle: Duration,
 }
@@ -246,6 +253,7 @@ impl Validator<'_> {
             grace: s.grace.0,
             header_timeout: s.header_timeout.0,
             tls_handshake_timeout: s.tls_handshake_timeout.0,
+            client_body_timeout: s.client_body_timeout.0,
             max_header_size: s.max_header_size.get_ref().0,
             pool_max_idle: s.pool_max_idle,
             pool_idle_timeout: s.pool_idle_timeout.0,
@@ -463,7 +471,24 @@ impl Validator<'_> {
                         "must start with `/`",
                     ));
                 }
-                Some(p) => p.get_ref().clone(),
+                // Requests are matched in normal form; a prefix that is not
+                // could never match.
+                Some(p) => match crate::path::normalise(p.get_ref()) {
+                    Ok(std::borrow::Cow::Borrowed(_)) => p.get_ref().clone(),
+                    Ok(std::borrow::Cow::Owned(normal)) => {
+                        return Err(self.err(
+                            p.span(),
+                            format!("{rkey}.path_prefix"),
+                            format!(
+                                "requests are routed by their normalised path, so this \
+                                 prefix never matches; write `{normal}`"
+                            ),
+                        ));
+                    }
+                    Err(why) => {
+                        return Err(self.err(p.span(), format!("{rkey}.path_prefix"), why));
+                    }
+                },
                 None => "/".to_string(),
             };
             routes.push(Route {
@@ -497,11 +522,37 @@ impl Validator<'_> {
             })?;
             trusted_proxies.push(cidr);
         }
+        let at_least_one = |v: &Option<Spanned<usize>>, name: &str| match v {
+            Some(m) if *m.get_ref() == 0 => Err(self.err(
+                m.span(),
+                format!("{key}.{name}"),
+                "must be at least 1 (leave it out for no limit)",
+            )),
+            Some(m) => Ok(Some(*m.get_ref())),
+            None => Ok(None),
+        };
+        let max_connections = at_least_one(&l.max_connections, "max_connections")?;
+        let max_connections_per_client =
+            at_least_one(&l.max_connections_per_client, "max_connections_per_client")?;
+        if let (Some(max), Some(per), Some(span)) = (
+            max_connections,
+            max_connections_per_client,
+            l.max_connections_per_client.as_ref().map(|s| s.span()),
+        ) && per > max
+        {
+            return Err(self.err(
+                span,
+                format!("{key}.max_connections_per_client"),
+                format!("is more than max_connections ({max}), so it would never apply"),
+            ));
+        }
         Ok(ListenerConfig {
             bind,
             routes,
             tls,
             trusted_proxies,
+            max_connections,
+            max_connections_per_client,
         })
     }
 

@@ -5,12 +5,18 @@
 //! a reset costs only that connection's task. Stopping is in two steps: stop
 //! accepting (the loop ends), then ask each connection to finish its current
 //! request and close (`graceful_shutdown`).
+//!
+//! The loop waits for room under `max_connections` before it accepts, and
+//! gives each connection a slot that lives as long as its socket
+//! (`limit.rs`); when accepting fails it backs off (`backoff.rs`).
 
+pub mod backoff;
+pub mod limit;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,10 +26,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::ServerSettings;
 use crate::proxy::{self, ConnInfo, Shared};
+use backoff::AcceptBackoff;
+use limit::{Limiter, Slot, WithSlot};
 
 /// A listener's TLS setup, replaceable by a reload (new handshakes use the
 /// new certificates; established connections keep theirs).
@@ -42,6 +50,9 @@ pub struct Accept {
     pub drain: CancellationToken,
     /// Connection tasks, so a stop can wait for them.
     pub conns: TaskTracker,
+    /// This listener's connection limits and counts (a reload may change
+    /// the limits).
+    pub limit: Arc<Limiter>,
 }
 
 impl Accept {
@@ -57,27 +68,39 @@ impl Accept {
             stop_accepting,
             drain,
             conns,
+            limit,
         } = self;
+        let addr = limit.stats().addr;
         let ctx = Arc::new(ConnCtx {
             id,
             tls,
             shared,
             drain,
         });
+        let mut backoff = AcceptBackoff::default();
         loop {
             let accepted = tokio::select! {
                 _ = stop_accepting.cancelled() => return,
-                r = listener.accept() => r,
+                // A full listener leaves new clients in the backlog.
+                r = async { limit.room().await; listener.accept().await } => r,
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    backoff.succeeded(addr);
+                    let Some(slot) = limit.admit(peer.ip()) else {
+                        debug!(%peer, "closed: the address has max_connections_per_client open");
+                        continue;
+                    };
                     let ctx = ctx.clone();
-                    conns.spawn(async move { ctx.connection(stream, peer).await });
+                    conns.spawn(async move { ctx.connection(stream, peer, slot).await });
                 }
                 Err(e) => {
-                    // Usually EMFILE/ENFILE: back off briefly instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    limit.stats().accept_errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.failed(addr, &e);
+                    tokio::select! {
+                        _ = stop_accepting.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
                 }
             }
         }
@@ -93,7 +116,9 @@ struct ConnCtx {
 }
 
 impl ConnCtx {
-    async fn connection(&self, stream: TcpStream, peer: SocketAddr) {
+    /// Serves one client; `slot` is its place under the listener's limits,
+    /// held by its socket from here on.
+    async fn connection(&self, stream: TcpStream, peer: SocketAddr, slot: Slot) {
         let _ = stream.set_nodelay(true);
         // Settings and certificates as of this connection's arrival.
         let routing = self.shared.routing.load();
@@ -102,12 +127,12 @@ impl ConnCtx {
         let acceptor = self.tls.load_full();
         let info = Arc::new(ConnInfo::new(self.id, routes, peer, acceptor.is_some()));
         match acceptor {
-            None => self.serve(stream, info, &server).await,
+            None => self.serve(WithSlot::new(stream, slot), info, &server).await,
             Some(acceptor) => {
                 let handshake =
                     tokio::time::timeout(server.tls_handshake_timeout, acceptor.accept(stream));
                 match handshake.await {
-                    Ok(Ok(tls)) => self.serve(tls, info, &server).await,
+                    Ok(Ok(tls)) => self.serve(WithSlot::new(tls, slot), info, &server).await,
                     Ok(Err(e)) => {
                         self.shared.metrics.tls_handshake_failure();
                         debug!(%peer, "TLS handshake failed: {e}");
@@ -131,6 +156,11 @@ impl ConnCtx {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(server.header_timeout)
+            // The head limit, exact: hyper counts from the request line to
+            // the blank line and answers 431 past it, however the bytes
+            // arrive. The buffer limit alone is not exact: one large read
+            // can carry a whole head past it.
+            .max_header_size(server.max_header_size)
             .max_buf_size(server.max_header_size)
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();

@@ -162,3 +162,38 @@ fn label_values_are_escaped() {
         "{text}"
     );
 }
+
+#[test]
+fn listeners_are_read_at_each_scrape_and_leave_with_their_last_handle() {
+    use std::sync::atomic::Ordering;
+    let m = Metrics::new();
+    let stats = m.listener("127.0.0.1:8443".parse().unwrap());
+    stats.open.store(3, Ordering::Relaxed);
+    stats.full.store(2, Ordering::Relaxed);
+    stats.refused_per_client.store(1, Ordering::Relaxed);
+    let text = m.encode(&[], &[]);
+    let l = r#"listener="127.0.0.1:8443""#;
+    assert_eq!(
+        value(&text, &format!("latch_listener_connections{{{l}}}")),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&text, &format!("latch_listener_full_total{{{l}}}")),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!(r#"latch_listener_refused_total{{{l},reason="per_client"}}"#)
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, &format!("latch_listener_accept_errors_total{{{l}}}")),
+        Some(0.0)
+    );
+    assert_eq!(m.listeners().len(), 1);
+    drop(stats);
+    assert!(!m.encode(&[], &[]).contains("8443"));
+    assert!(m.listeners().is_empty());
+}

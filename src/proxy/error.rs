@@ -1,7 +1,8 @@
 //! Why a request could not be proxied, and the one place that maps it to a
 //! status code: 502 for a backend that failed or answered badly, 504 for one
 //! that was too slow, 503 when no backend can take the request, 404 when no
-//! route matches, 400 for a request we cannot forward.
+//! route matches, 400 for a request we cannot forward, 408 for a request
+//! body the client stopped sending.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+use super::body::{BodyTimeout, BoxError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -30,6 +32,8 @@ pub enum ProxyError {
     InvalidHeader(SocketAddr, String),
     #[error("request body from the client failed: {0}")]
     ClientBody(String),
+    #[error("the client sent no request body bytes for {0:?}")]
+    ClientTimeout(Duration),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
 }
@@ -43,6 +47,7 @@ impl ProxyError {
             | ProxyError::BadResponse(..)
             | ProxyError::InvalidHeader(..) => StatusCode::BAD_GATEWAY,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -68,6 +73,27 @@ impl ProxyError {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
+    }
+
+    /// An error reading the client's request body: 408 when it went quiet.
+    pub fn from_client_body(e: BoxError) -> ProxyError {
+        ProxyError::client_body(e.as_ref())
+    }
+
+    fn client_body(e: &(dyn std::error::Error + 'static)) -> ProxyError {
+        match e.downcast_ref::<BodyTimeout>() {
+            Some(t) => ProxyError::ClientTimeout(t.idle),
+            None => ProxyError::ClientBody(e.to_string()),
+        }
+    }
+
+    /// The client, not the backend, failed: not a backend failure for
+    /// passive checks, and no reason to try another backend.
+    pub fn client_fault(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ClientBody(_) | ProxyError::ClientTimeout(_) | ProxyError::BadRequest(_)
+        )
     }
 
     /// The `retry.on` condition this failure is (nginx names), if any.

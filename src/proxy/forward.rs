@@ -17,6 +17,7 @@
 //! copies them when another attempt could follow. The upstream connection is
 //! the server's pooled [`Conn`], driven by this task (see `backend/conn.rs`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,9 +30,9 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use super::access::Served;
-use super::body::{Body, ReqBody};
+use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
-use super::{ConnInfo, Routing, Shared, Upstream, headers, select, tunnel};
+use super::{ConnInfo, Routing, Shared, Upstream, headers, host, select, tunnel};
 use crate::backend::conn::{self, Conn, Head, OutBody, SendError, Streaming, Upgraded};
 use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
@@ -55,9 +56,19 @@ pub(super) async fn forward(
         .get(&conn.listener)
         .or(conn.routes.as_ref())
         .ok_or(ProxyError::BadRequest("listener gone"))?;
+    // Routing and forwarding use this one value (RFC 9112 §3.2).
+    let host = host::request_host(req.uri(), req.headers(), req.version())
+        .map_err(ProxyError::BadRequest)?;
+    // Routes match, and the backend receives, the normalised path; `None`
+    // when it is normal already (no allocation).
+    let normal = match crate::path::normalise(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(p)) => Some(p),
+        Err(why) => return Err(ProxyError::BadRequest(why)),
+    };
     let upstream = {
-        let host = request_host(&req)?;
-        let path = req.uri().path();
+        let host = host::route_host(&host, req.headers());
+        let path = normal.as_deref().unwrap_or(req.uri().path());
         routes
             .find(host, path)
             .and_then(|r| routing.upstreams.get(&r.upstream))
@@ -72,6 +83,11 @@ pub(super) async fn forward(
         client: hyper::upgrade::on(&mut req),
     });
     let (mut parts, body) = req.into_parts();
+    // In absolute-form the authority replaces the client's Host; the header
+    // rules that follow never remove it (not even `Connection: Host`).
+    if let host::RequestHost::Authority(authority) = host {
+        parts.headers.insert(header::HOST, authority);
+    }
     // Header rules, once, before the first attempt.
     parts.version = Version::HTTP_11;
     headers::rewrite_request(
@@ -86,13 +102,12 @@ pub(super) async fn forward(
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-    let body = ReqBody::read(body, upstream.retry.max_body, length).await?;
-    // The backend gets origin-form (RFC 9112 §3.2.1), whatever the client sent.
-    let target = match (parts.uri.scheme(), parts.uri.path_and_query()) {
-        (Some(_), Some(pq)) => Uri::from(pq.clone()),
-        _ => parts.uri.clone(),
-    };
-    let uri = parts.uri.clone();
+    let idle = routing.server.client_body_timeout;
+    let body = ReqBody::read(body, upstream.retry.max_body, length, idle).await?;
+    let target =
+        crate::path::origin_form(&parts.uri, normal.as_deref()).map_err(ProxyError::BadRequest)?;
+    // The key borrows its path and query; a clone shares the bytes.
+    let uri = target.clone();
     let key = select::request_key(
         &upstream,
         &mut parts.headers,
@@ -185,6 +200,9 @@ impl Attempts<'_> {
                         .retry(&up.name, &format!("http_{status}"));
                     last = Some(Ok(answer));
                 }
+                // The client's body failed (or went quiet): not the server's
+                // fault, and no other server would do better.
+                Err(e) if e.client_fault() => return Err(e),
                 Err(e) => {
                     backend.condition.record_failure();
                     let listed = e.condition().is_some_and(|c| retry_listed(retry, c));
@@ -299,6 +317,9 @@ impl Attempts<'_> {
             response_headers(response.headers_mut());
             let max_idle = self.settings.pool_max_idle;
             let body = Streaming::new(conn, framing, keep_alive, placed.active, max_idle);
+            // `timeouts.read` also bounds each wait for the body's next bytes
+            // (nginx `proxy_read_timeout`).
+            let body = IdleTimeout::new(body, up.timeouts.read, "the backend");
             return Ok((response.map(|()| body.boxed()), served));
         }
         let Some(upgrade) = self.upgrade.take() else {
@@ -383,7 +404,7 @@ impl Fail {
             Fail::Send(SendError::Head(e)) => {
                 ProxyError::InvalidHeader(backend.addr, e.to_string())
             }
-            Fail::Send(SendError::ClientBody(e)) => ProxyError::ClientBody(e),
+            Fail::Send(SendError::ClientBody(e)) => ProxyError::from_client_body(e),
             Fail::Send(e) => ProxyError::BadResponse(backend.addr, e.to_string()),
         }
     }
@@ -426,70 +447,4 @@ fn response_headers(h: &mut http::HeaderMap) {
         h.remove(header::CONTENT_LENGTH);
     }
     headers::strip_hop_by_hop(h);
-}
-
-/// The host a request is for, without port: the absolute URI's authority if
-/// given (RFC 9112 §3.2.2), else `Host`. HTTP/1.1 requires one.
-fn request_host(req: &Request<Incoming>) -> Result<&str, ProxyError> {
-    if let Some(a) = req.uri().authority() {
-        return Ok(a.host());
-    }
-    match req.headers().get(header::HOST) {
-        Some(h) => {
-            let h = h
-                .to_str()
-                .map_err(|_| ProxyError::BadRequest("Host is not text"))?;
-            host_of(h).ok_or(ProxyError::BadRequest("malformed Host"))
-        }
-        None if req.version() == Version::HTTP_11 => Err(ProxyError::BadRequest("missing Host")),
-        None => Ok(""),
-    }
-}
-
-/// The host part of a `Host` value (`name`, `name:port`, `[v6]:port`), if
-/// it is a valid `uri-host [ ":" port ]` (RFC 9110 §7.2). No allocation.
-fn host_of(value: &str) -> Option<&str> {
-    let (host, port) = match value.strip_prefix('[') {
-        Some(rest) => {
-            let end = rest.find(']')?;
-            let literal = &rest[..end];
-            let ok = !literal.is_empty()
-                && literal
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-            if !ok {
-                return None;
-            }
-            value.split_at(end + 2)
-        }
-        None => match value.rfind(':') {
-            Some(i) => value.split_at(i),
-            None => (value, ""),
-        },
-    };
-    let port_ok =
-        port.is_empty() || (port.starts_with(':') && port[1..].bytes().all(|b| b.is_ascii_digit()));
-    let name_ok = host.starts_with('[')
-        || (!host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)));
-    (port_ok && name_ok).then_some(host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_values() {
-        assert_eq!(host_of("Example.COM:8080"), Some("Example.COM"));
-        assert_eq!(host_of("[::1]:443"), Some("[::1]"));
-        assert_eq!(host_of("a.test"), Some("a.test"));
-        assert_eq!(host_of("a b"), None);
-        assert_eq!(host_of("user@a.test"), None);
-        assert_eq!(host_of("a.test:80:80"), None);
-        assert_eq!(host_of("[zz]:1"), None);
-        assert_eq!(host_of(""), None);
-    }
 }

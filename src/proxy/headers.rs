@@ -164,7 +164,8 @@ pub fn upgrade_matches(offered: &HeaderValue, answered: Option<&HeaderValue>) ->
         && tokens(answered).next().is_some()
 }
 
-/// Removes hop-by-hop headers, including any that `Connection` lists.
+/// Removes hop-by-hop headers, including any that `Connection` lists,
+/// except `Host`, which is never hop-by-hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none (or only `Connection`): one pass over the
     // names decides, with no hashing.
@@ -182,11 +183,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .any(|k| t.eq_ignore_ascii_case(k))
         });
     if lists_others {
+        // Never Host, whatever `Connection` says (RFC 9112 §3.2): the
+        // backend would get no Host, or its own address.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(tokens)
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|n| n != header::HOST)
             .collect();
         for name in listed {
             headers.remove(name);
@@ -324,6 +328,18 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn host_is_never_hop_by_hop() {
+        let mut h = map(&[
+            ("connection", "Host, x-a"),
+            ("host", "a.test"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["host"], "a.test");
     }
 
     #[test]

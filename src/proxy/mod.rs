@@ -6,6 +6,7 @@
 //!
 //! Layout: `routing.rs` holds the swappable [`Routing`] table, `select.rs`
 //! builds a request's placement key, `forward.rs` runs the attempts,
+//! `host.rs` decides the one Host a request is routed and forwarded by,
 //! `headers.rs` rewrites headers, `body.rs` the body types, `error.rs` maps
 //! failures to statuses, `tunnel.rs` copies upgraded bytes. What outlives a
 //! reload (servers, their counts and connections) is the [`Pool`]'s.
@@ -15,6 +16,7 @@ mod body;
 mod error;
 mod forward;
 pub mod headers;
+pub mod host;
 mod routing;
 mod select;
 pub mod tunnel;

@@ -157,6 +157,33 @@ impl Child {
             self.pid
         );
     }
+
+    /// Like [`Child::spawn`], with `env` set for the child (e.g. a
+    /// `RUST_LOG` of its own).
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Child {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"));
+        cmd.args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start latch {args:?}: {e}"));
+        let pid = child.id().expect("a running child has a pid");
+        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+        let stderr = Lines::new(child.stderr.take().expect("piped stderr"));
+        Child {
+            child,
+            pid,
+            stdout,
+            stderr,
+        }
+    }
 }
 
 impl Drop for Child {

@@ -13,6 +13,7 @@ pub mod faulty;
 pub mod http_client;
 pub mod lb;
 pub mod pattern;
+pub mod raw_http;
 pub mod tls;
 pub mod ws_client;
 
@@ -43,6 +44,8 @@ pub use lb::{
 };
 #[allow(unused_imports)]
 pub use pattern::{Checksum, PatternBody, checksum, pattern_byte, pattern_bytes, pattern_checksum};
+#[allow(unused_imports)]
+pub use raw_http::{RawResponse, parse_response, raw_get, raw_in_pieces, raw_request};
 #[allow(unused_imports)]
 pub use tls::{
     cert_der, https_get, https_request, self_signed, tls_acceptor, tls_connect, tls_connector,

@@ -91,8 +91,10 @@ pub enum SendError {
     Write(io::Error),
     #[error("reading the response: {0}")]
     Read(io::Error),
+    /// Kept whole, so the forwarder can tell a client that went quiet
+    /// (`client_body_timeout`, 408) from one that broke off.
     #[error("the request body from the client failed: {0}")]
-    ClientBody(String),
+    ClientBody(crate::body::BoxError),
     #[error("connection closed before the response head")]
     Closed,
     #[error(transparent)]
@@ -255,7 +257,7 @@ async fn write_stream<W: AsyncWrite + Unpin>(
     chunked: bool,
 ) -> Result<(), SendError> {
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| SendError::ClientBody(e.to_string()))?;
+        let frame = frame.map_err(SendError::ClientBody)?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers are not forwarded
         };
