@@ -1,9 +1,9 @@
 //! Body plumbing: the boxed body type both directions use, and one wrapper
 //! that acts exactly once when its body ends — at the end of the stream, on
 //! an error, or when dropped unfinished — so no path can forget to signal.
-//! What it does is an [`OnEnd`]: an [`Active`] guard frees a backend slot when
-//! the response is done, a `oneshot::Sender` tells the forwarder the request
-//! body is fully sent, an access-log entry writes its line with the byte count.
+//! What it does is an [`OnEnd`]: today an access-log entry, which writes its
+//! line with the byte count. (Backend slots and pooled connections are
+//! released by the upstream body itself, `backend::conn::Streaming`.)
 //!
 //! [`IdleTimeout`] cuts a body whose sender goes quiet (the client's request
 //! body, a backend's response body).
@@ -16,10 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use crate::backend::Active;
 use crate::backend::conn::OutBody;
 
 pub use crate::body::{Body, BoxError};
@@ -27,16 +25,6 @@ pub use crate::body::{Body, BoxError};
 /// What to do when a body ends, told how many data bytes went through.
 pub trait OnEnd: Unpin + Send + Sync + 'static {
     fn ended(self, bytes: u64);
-}
-
-/// Dropping the guard releases the backend slot.
-impl OnEnd for Active {
-    fn ended(self, _bytes: u64) {}
-}
-
-/// Dropping the sender wakes the receiver: "the body is sent".
-impl OnEnd for oneshot::Sender<()> {
-    fn ended(self, _bytes: u64) {}
 }
 
 /// `inner`, running `on_end` once when the stream ends (or errs, or is dropped).

@@ -78,26 +78,27 @@ pub(super) async fn forward(
             })?
             .clone()
     };
-    let upgrade = headers::upgrade_request(req.headers()).map(|offered| Upgrade {
-        offered,
-        client: hyper::upgrade::on(&mut req),
-    });
-    let (mut parts, body) = req.into_parts();
     // In absolute-form the authority replaces the client's Host; the header
     // rules that follow never remove it (not even `Connection: Host`).
     if let host::RequestHost::Authority(authority) = host {
-        parts.headers.insert(header::HOST, authority);
+        req.headers_mut().insert(header::HOST, authority);
     }
-    // Header rules, once, before the first attempt.
-    parts.version = Version::HTTP_11;
-    headers::rewrite_request(
-        &mut parts.headers,
+    // Header rules, once, before the first attempt; they also tell whether
+    // this is an upgrade request.
+    let offered = headers::rewrite_request(
+        req.headers_mut(),
         conn.peer,
         &conn.forwarded_for,
         conn.tls,
         &routes.trusted_proxies,
         id,
     );
+    let upgrade = offered.map(|offered| Upgrade {
+        offered,
+        client: hyper::upgrade::on(&mut req),
+    });
+    let (mut parts, body) = req.into_parts();
+    parts.version = Version::HTTP_11;
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
