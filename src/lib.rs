@@ -28,6 +28,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod http1;
 pub mod listener;
 pub mod log;
 pub mod metrics;

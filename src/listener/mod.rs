@@ -1,10 +1,11 @@
 //! Accepting clients: the accept loop of each listener, the TLS handshake, and
-//! the hyper HTTP/1.1 server that runs [`proxy::handle`] for each request.
+//! the HTTP/1.1 server (`crate::http1`) that runs [`proxy::handle`] for each
+//! request.
 //!
 //! One task per connection. A failed handshake, a slow or malformed client, or
 //! a reset costs only that connection's task. Stopping is in two steps: stop
 //! accepting (the loop ends), then ask each connection to finish its current
-//! request and close (`graceful_shutdown`).
+//! request and close (the `drain` token).
 //!
 //! The loop waits for room under `max_connections` before it accepts, and
 //! gives each connection a slot that lives as long as its socket
@@ -18,10 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::config::ServerSettings;
+use crate::http1;
 use crate::proxy::{self, ConnInfo, Shared};
 use backoff::AcceptBackoff;
 use limit::{Limiter, Slot, WithSlot};
@@ -146,35 +144,23 @@ impl ConnCtx {
         }
     }
 
-    async fn serve<I>(&self, io: I, info: Arc<ConnInfo>, server: &ServerSettings)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let shared = self.shared.clone();
+    async fn serve<I: http1::Io>(&self, io: I, info: Arc<ConnInfo>, server: &ServerSettings) {
         let peer = info.peer;
-        let svc = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(server.header_timeout)
-            // The head limit, exact: hyper counts from the request line to
-            // the blank line and answers 431 past it, however the bytes
-            // arrive. The buffer limit alone is not exact: one large read
-            // can carry a whole head past it.
-            .max_header_size(server.max_header_size)
-            .max_buf_size(server.max_header_size)
-            .serve_connection(TokioIo::new(io), svc)
-            .with_upgrades();
-        tokio::pin!(conn);
+        let settings = http1::Settings {
+            header_timeout: server.header_timeout,
+            max_header_size: server.max_header_size,
+        };
+        let shared = &self.shared;
+        let conn = http1::serve(
+            io,
+            settings,
+            |req| proxy::handle(shared.clone(), info.clone(), req),
+            &self.drain,
+        );
         let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = self.drain.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                tokio::select! {
-                    r = conn.as_mut() => r,
-                    // Grace is over: drop the connection with whatever it was doing.
-                    _ = self.shared.hard_stop.cancelled() => Ok(()),
-                }
-            }
+            r = conn => r,
+            // Grace is over: drop the connection with whatever it was doing.
+            () = self.shared.hard_stop.cancelled() => Ok(()),
         };
         if let Err(e) = result {
             debug!(%peer, "connection ended: {e}");

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::conn::OutBody;
@@ -218,7 +218,7 @@ impl ReqBody {
     /// the body is read (here, or later by the backend through the stream)
     /// is cut off (`client_body_timeout`).
     pub async fn read(
-        body: Incoming,
+        body: Body,
         max: usize,
         length: Option<u64>,
         idle: Duration,
@@ -227,7 +227,7 @@ impl ReqBody {
             return Ok(ReqBody::Replayable(Bytes::new(), length.is_some()));
         }
         let mut body = IdleTimeout::new(body, idle, "the client");
-        let streamed = |head: Vec<Frame<Bytes>>, rest: IdleTimeout<Incoming>| {
+        let streamed = |head: Vec<Frame<Bytes>>, rest: IdleTimeout<Body>| {
             let body = Prefixed {
                 head: head.into(),
                 rest,
@@ -275,7 +275,7 @@ impl ReqBody {
 /// Frames already read, then the rest of the client's body.
 struct Prefixed {
     head: std::collections::VecDeque<Frame<Bytes>>,
-    rest: IdleTimeout<Incoming>,
+    rest: IdleTimeout<Body>,
 }
 
 impl HttpBody for Prefixed {

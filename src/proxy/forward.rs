@@ -24,9 +24,6 @@ use std::time::Instant;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use super::access::Served;
@@ -37,6 +34,7 @@ use crate::backend::conn::{self, Conn, Head, OutBody, SendError, Streaming, Upgr
 use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
 use crate::config::{AccessLog, RetryConfig, ServerSettings};
+use crate::http1::OnUpgrade;
 
 /// The client's side of an upgrade, when the request asked for one.
 struct Upgrade {
@@ -48,7 +46,7 @@ pub(super) async fn forward(
     shared: &Shared,
     routing: &Routing,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     id: &headers::RequestId,
 ) -> Result<(Response<Body>, Served), ProxyError> {
     let routes = routing
@@ -93,9 +91,10 @@ pub(super) async fn forward(
         &routes.trusted_proxies,
         id,
     );
-    let upgrade = offered.map(|offered| Upgrade {
-        offered,
-        client: hyper::upgrade::on(&mut req),
+    // The connection puts an `OnUpgrade` on requests that ask to upgrade.
+    let upgrade = offered.and_then(|offered| {
+        let client = req.extensions_mut().remove::<OnUpgrade>()?;
+        Some(Upgrade { offered, client })
     });
     let (mut parts, body) = req.into_parts();
     parts.version = Version::HTTP_11;
@@ -366,7 +365,7 @@ impl Attempts<'_> {
             let started = tokio::time::Instant::now();
             let closed = server.tunnels_closed();
             let (moved, why) = tokio::select! {
-                m = tunnel::run(TokioIo::new(c), backend, idle, stop) => (m, "closed"),
+                m = tunnel::run(c, backend, idle, stop) => (m, "closed"),
                 // The server was removed by a reload and its grace ran out.
                 _ = closed => (tunnel::Moved::default(), "closed: server removed, grace over"),
             };
@@ -440,12 +439,15 @@ fn more_allowed(retry: &RetryConfig, attempts: usize, started: Instant, servers:
         && attempts < servers
 }
 
-/// A response's headers as the client gets them: hop-by-hop ones removed,
-/// and a `Content-Length` that came with `Transfer-Encoding` dropped (the
-/// body was de-chunked by its length-less framing; RFC 9112 §6.3).
+/// A response's headers as the client gets them: the ones `Connection`
+/// lists removed, and a `Content-Length` that came with `Transfer-Encoding`
+/// dropped (the body was de-chunked by its length-less framing; RFC 9112
+/// §6.3). The standard hop-by-hop set is left to the connection's writer,
+/// which frames the message itself and never copies those (`http1::write`):
+/// removing them here would cost a hash and a shift each.
 fn response_headers(h: &mut http::HeaderMap) {
     if h.contains_key(header::TRANSFER_ENCODING) {
         h.remove(header::CONTENT_LENGTH);
     }
-    headers::strip_hop_by_hop(h);
+    headers::strip_connection_listed(h);
 }

@@ -15,16 +15,7 @@ use crate::config::Cidr;
 
 /// Always hop-by-hop, whether or not `Connection` names them. Names, not
 /// strings: removing by `&str` would parse the string on every call.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-];
+use crate::http1::HOP_BY_HOP;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -172,7 +163,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
         return;
     }
-    // `Connection: keep-alive` / `close` / `upgrade` name no other header.
+    strip_connection_listed(headers);
+    // Remove only what is there: each removal hashes.
+    let mut present = [false; 8];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers that `Connection` names as hop-by-hop, except `Host`;
+/// the standard hop-by-hop set stays (an HTTP/1.1 writer drops it: see
+/// `http1::HOP_BY_HOP`). Cheap when `Connection` names only the usual
+/// `keep-alive`, `close` or `upgrade`: one lookup, no removal.
+pub fn strip_connection_listed(headers: &mut HeaderMap) {
     let lists_others = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -195,16 +203,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         for name in listed {
             headers.remove(name);
         }
-    }
-    // Remove only what is there: each removal hashes.
-    let mut present = [false; 8];
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present[i] = true;
-        }
-    }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
-        headers.remove(name);
     }
 }
 

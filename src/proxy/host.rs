@@ -83,6 +83,36 @@ pub fn route_host<'a>(host: &'a RequestHost, headers: &'a HeaderMap) -> &'a str 
         .unwrap_or("")
 }
 
+/// Bytes of a `reg-name` or IPv4 address: unreserved, sub-delims and `%`.
+static NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            );
+        b += 1;
+    }
+    t
+};
+
 /// The host part of a `Host` value (`name`, `name:port`, `[v6]:port`), if
 /// it is a valid `uri-host [ ":" port ]` (RFC 9110 §7.2). No allocation.
 pub fn host_of(value: &str) -> Option<&str> {
@@ -107,10 +137,7 @@ pub fn host_of(value: &str) -> Option<&str> {
     let port_ok =
         port.is_empty() || (port.starts_with(':') && port[1..].bytes().all(|b| b.is_ascii_digit()));
     let name_ok = host.starts_with('[')
-        || (!host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)));
+        || (!host.is_empty() && host.bytes().all(|b| NAME_BYTES[usize::from(b)]));
     (port_ok && name_ok).then_some(host)
 }
 

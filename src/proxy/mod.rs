@@ -21,14 +21,12 @@ mod routing;
 mod select;
 pub mod tunnel;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -85,12 +83,12 @@ impl ConnInfo {
     }
 }
 
-/// The hyper service body: never fails; every error becomes a response.
+/// One request, start to end: never fails; every error becomes a response.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    req: Request<Body>,
+) -> Response<Body> {
     let started = std::time::Instant::now();
     let routing = shared.routing.load_full();
     let method = req.method().clone();
@@ -133,7 +131,7 @@ pub async fn handle(
     let format = routing.server.access_log;
     // An upgrade's 101 gets its line now; its tunnel writes another when it closes.
     if format == crate::config::AccessLog::Off {
-        return Ok(resp);
+        return resp;
     }
     let entry = access::Entry {
         format,
@@ -147,5 +145,5 @@ pub async fn handle(
         request_id: id,
         user_agent,
     };
-    Ok(resp.map(|b| HoldUntilEnd::new(b, entry).boxed()))
+    resp.map(|b| HoldUntilEnd::new(b, entry).boxed())
 }

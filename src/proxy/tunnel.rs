@@ -632,9 +632,10 @@ mod tests {
     #[test]
     fn tunnel_state_is_small() {
         // The state an idle tunnel keeps (its task holds this future), for the
-        // sides forward.rs gives it; 480 bytes with hyper 1.12 and tokio 1.54.
-        type Side = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
-        fn size<F: Fn(Side, Side) -> Fut, Fut>(_: F) -> usize {
+        // sides forward.rs gives it.
+        type Client = crate::http1::ClientIo;
+        type Backend = crate::backend::conn::Upgraded;
+        fn size<F: Fn(Client, Backend) -> Fut, Fut>(_: F) -> usize {
             std::mem::size_of::<Fut>()
         }
         let n = size(|c, b| run(c, b, Duration::from_secs(1), CancellationToken::new()));

@@ -19,6 +19,7 @@ use super::Conn;
 use super::wire::{MAX_HEAD, RespFraming};
 use crate::backend::Active;
 use crate::body::BoxError;
+use crate::http1::chunk_size;
 
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -259,43 +260,5 @@ impl Drop for Streaming {
     fn drop(&mut self) {
         // Abandoned mid-body (the client went away): the connection closes.
         self.finish(false);
-    }
-}
-
-/// The size of a chunk from its size line (`1*HEXDIG [ chunk-ext ]`).
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let digits_end = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    let (digits, rest) = line.split_at(digits_end);
-    if digits.is_empty() || digits.len() > 16 {
-        return None;
-    }
-    let rest = rest.trim_ascii_start();
-    if !(rest.is_empty() || rest.starts_with(b";")) {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        let v = (d as char).to_digit(16)?;
-        n.checked_mul(16)?.checked_add(u64::from(v))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::chunk_size;
-
-    #[test]
-    fn chunk_size_lines() {
-        assert_eq!(chunk_size(b"1a"), Some(26));
-        assert_eq!(chunk_size(b"0"), Some(0));
-        assert_eq!(chunk_size(b"FF;name=value"), Some(255));
-        assert_eq!(chunk_size(b"10 ;x"), Some(16));
-        assert_eq!(chunk_size(b""), None);
-        assert_eq!(chunk_size(b"-1"), None);
-        assert_eq!(chunk_size(b"1x"), None);
-        assert_eq!(chunk_size(b"ffffffffffffffff"), Some(u64::MAX));
-        assert_eq!(chunk_size(b"10000000000000000"), None);
     }
 }

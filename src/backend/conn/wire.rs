@@ -9,7 +9,9 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::http1::fields;
+use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode, Version};
 
 /// Largest response head accepted from a backend.
@@ -113,58 +115,48 @@ pub enum HeadError {
 /// skipped, as they carry nothing the client needs here.
 pub fn parse_head(buf: &mut BytesMut, request: &Method) -> Result<Option<Head>, HeadError> {
     loop {
-        // First pass: is a whole head there, and how long is it? (No
-        // header array to clear: httparse fills uninitialised slots.)
-        let (len, code) = {
-            let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
-            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut parsed,
-                buf,
-                &mut slots,
-            ) {
-                Ok(httparse::Status::Complete(len)) => (len, parsed.code.unwrap_or(0)),
-                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+        // One pass: httparse fills uninitialised slots; the fields' places
+        // are kept as offsets until the head is split off the buffer, so
+        // that header values are slices of its bytes (shared, not copied).
+        let parsed =
+            fields::with_scratch(|offsets| {
+                let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                let mut parsed = httparse::Response::new(&mut []);
+                let len = match httparse::ParserConfig::default()
+                    .parse_response_with_uninit_headers(&mut parsed, buf, &mut slots)
+                {
+                    Ok(httparse::Status::Complete(len)) => len,
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                        return Err(HeadError::TooLarge);
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(e) => return Err(HeadError::Parse(e)),
+                };
+                if len > MAX_HEAD {
                     return Err(HeadError::TooLarge);
                 }
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(e) => return Err(HeadError::Parse(e)),
-            }
+                let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
+                    .map_err(|_| HeadError::Field("status code"))?;
+                if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                    buf.advance(len);
+                    return Ok(Some(None));
+                }
+                let version = match parsed.version {
+                    Some(0) => Version::HTTP_10,
+                    _ => Version::HTTP_11,
+                };
+                fields::record(offsets, buf, parsed.headers);
+                let head = buf.split_to(len).freeze();
+                // Room for Set-Cookie.
+                let headers = fields::header_map(&head, offsets, 1).map_err(HeadError::Field)?;
+                Ok(Some(Some((status, version, headers))))
+            })?;
+        let (status, version, headers) = match parsed {
+            None => return Ok(None),
+            // An informational head, skipped: the next one answers.
+            Some(None) => continue,
+            Some(Some(p)) => p,
         };
-        if len > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-        let status = StatusCode::from_u16(code).map_err(|_| HeadError::Field("status code"))?;
-        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-            buf.advance(len);
-            continue;
-        }
-        // Second pass over the head split off the buffer, so that header
-        // values are slices of its bytes (shared, not copied).
-        let head = buf.split_to(len).freeze();
-        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut []);
-        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut parsed,
-            &head,
-            &mut slots,
-        ) {
-            Ok(httparse::Status::Complete(n)) if n == len => {}
-            Ok(_) => return Err(HeadError::Field("head")),
-            Err(e) => return Err(HeadError::Parse(e)),
-        }
-        let version = match parsed.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-        for f in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(f.name.as_bytes())
-                .map_err(|_| HeadError::Field("header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice_ref(f.value))
-                .map_err(|_| HeadError::Field("header value"))?;
-            headers.append(name, value);
-        }
         let framing = framing(status, request, &headers)?;
         let keep_alive = keep_alive(version, &headers) && framing != RespFraming::Close;
         let mut response = Response::new(());
@@ -267,6 +259,7 @@ pub fn chunk_header(len: usize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn parse(raw: &[u8], method: Method) -> Result<Option<Head>, HeadError> {
         let mut buf = BytesMut::from(raw);
