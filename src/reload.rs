@@ -284,7 +284,9 @@ impl Inner {
             }
         }
         let removed = self.shared.pool.retire(&routing.server_keys());
-        self.drain_removed(removed, config.server.grace);
+        // The tunnels pick their moments within the spread themselves.
+        let until_spread = config.server.grace.saturating_sub(config.server.close_spread);
+        self.drain_removed(removed, until_spread);
         current.config = config;
     }
 
