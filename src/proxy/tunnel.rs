@@ -12,7 +12,7 @@
 //! client gone) is not just cut. Each direction follows the frame headers it
 //! carries ([`ws_frames`](super::ws_frames), 16 bytes, no payload kept), so
 //! at the end latch finishes the frame in flight, puts a close frame after it
-//! (1001, 1012 or 1014, see [`Goodbye`]) toward the client and a masked one
+//! (1001, 1012 or 1011, see [`Goodbye`]) toward the client and a masked one
 //! toward the backend, shuts both writers down and waits up to
 //! [`CLOSE_TIMEOUT`] for each peer's close reply. A stop or a removal picks a
 //! random moment within `spread` first, so thousands of clients do not come
@@ -87,7 +87,9 @@ pub enum Goodbye {
     Removed,
     /// 1001 going away: no byte either way for `tunnel_idle`.
     Idle,
-    /// 1014 bad gateway: the backend closed or broke without a close frame.
+    /// 1011 internal error: the backend closed or broke without a close
+    /// frame. (1014 "bad gateway" would say it better, but tungstenite 0.30
+    /// takes it for a protocol violation and older browsers refuse it.)
     BackendLost,
     /// 1001 going away (to the backend): the client closed or broke without
     /// a close frame.
@@ -95,12 +97,12 @@ pub enum Goodbye {
 }
 
 impl Goodbye {
-    /// The close code (RFC 6455 §7.4.1; 1012 and 1014 from the IANA registry).
+    /// The close code (RFC 6455 §7.4.1; 1012 from the IANA registry).
     pub fn code(self) -> u16 {
         match self {
             Goodbye::Stop | Goodbye::Idle | Goodbye::ClientGone => 1001,
             Goodbye::Removed => 1012,
-            Goodbye::BackendLost => 1014,
+            Goodbye::BackendLost => 1011,
         }
     }
 
@@ -1123,7 +1125,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn backend_gone_between_frames_sends_1014() {
+    async fn backend_gone_between_frames_sends_1011() {
         let (mut c, client) = duplex(1024);
         let (mut b, backend) = duplex(1024);
         let t = tokio::spawn(run(client, backend, ws(Duration::ZERO), std::future::pending()));
@@ -1131,8 +1133,8 @@ mod tests {
         let mut got = [0u8; 4];
         c.read_exact(&mut got).await.unwrap();
         drop(b);
-        assert_eq!(read_close(&mut c, false).await, (1014, "backend lost".into()));
-        c.write_all(&close_frame(1014, "", Some([9, 9, 9, 9]))).await.unwrap();
+        assert_eq!(read_close(&mut c, false).await, (1011, "backend lost".into()));
+        c.write_all(&close_frame(1011, "", Some([9, 9, 9, 9]))).await.unwrap();
         let moved = tokio::time::timeout(Duration::from_secs(2), t).await.unwrap().unwrap();
         assert_eq!(moved.goodbye, Some(Goodbye::BackendLost));
     }

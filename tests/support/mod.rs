@@ -15,6 +15,7 @@ pub mod lb;
 pub mod pattern;
 pub mod raw_http;
 pub mod tls;
+pub mod ws_recorder;
 pub mod ws_client;
 
 use std::future::Future;
