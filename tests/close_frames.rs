@@ -168,6 +168,7 @@ async fn a_close_the_client_makes_passes_through_as_it_is() {
     within("close", ws.close(Some(frame))).await.unwrap();
     assert_eq!(close_of(&mut ws).await, (1000, "done".to_owned()));
     assert_eq!(backend.next_end().await, Ended::Close(1000, "done".into()));
+    drop(ws);
     wait_all_idle(&lb).await;
 }
 
