@@ -1,7 +1,8 @@
 //! A WebSocket echo backend that reports the close frame each connection got
 //! (tokio-tungstenite's server on a raw `127.0.0.1:0` listener), and can be
 //! killed: every connection dropped without a close frame, as when its
-//! process dies.
+//! process dies. A connection to `/die` is dropped that way after its first
+//! echo.
 
 use std::net::SocketAddr;
 
@@ -9,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -87,7 +89,12 @@ pub async fn spawn_ws_recorder() -> WsRecorder {
 
 /// Echoes until the connection ends; tungstenite answers a close frame itself.
 async fn serve(tcp: tokio::net::TcpStream) -> Ended {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+    let mut die = false;
+    let see_path = |req: &Request, resp: Response| {
+        die = req.uri().path() == "/die";
+        Ok(resp)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, see_path).await else {
         return Ended::Cut;
     };
     while let Some(msg) = ws.next().await {
@@ -101,7 +108,7 @@ async fn serve(tcp: tokio::net::TcpStream) -> Ended {
                 return Ended::Close(code, reason);
             }
             Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
-                if ws.send(m).await.is_err() {
+                if ws.send(m).await.is_err() || die {
                     return Ended::Cut;
                 }
             }
