@@ -12,6 +12,7 @@ pub mod faults;
 pub mod faulty;
 pub mod http_client;
 pub mod lb;
+pub mod node;
 pub mod pattern;
 pub mod raw_http;
 pub mod tls;
