@@ -256,3 +256,34 @@ async fn sse_quieter_than_the_read_timeout_is_cut() {
     );
     lb.handle.shutdown_within(Duration::from_secs(5)).await;
 }
+
+/// A long poll the server holds (3 s) longer than `read` (1 s) gets 504
+/// from latch, and the client's connection ends with it. ASP.NET Core holds
+/// a poll 90 s by default (`LongPollingOptions.PollTimeout`), longer than
+/// latch's default `read` of 60 s: the README says to raise one or lower the
+/// other. (Retries are limited to `error` here: with the default `timeout`
+/// retry, the poll goes on to another server, which answers 404 for the
+/// unknown id; the connection is lost all the same.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_held_longer_than_read_gets_504() {
+    // Pings every 10 s, so nothing answers a held poll early.
+    let servers = spawn_servers(&["10000", "3000"]).await;
+    let timeouts =
+        "[upstream.hub.timeouts]\nread = \"1s\"\n[upstream.hub.retry]\non = [\"error\"]";
+    let lb = spawn_lb(&config(&servers, Stickiness::Cookie, timeouts)).await;
+    let report = run_clients(
+        &lb,
+        "LongPolling",
+        json!({"clients": 5, "echoes": 3, "pauseMs": 2500}),
+    )
+    .await;
+    let clients = report["clients"].as_array().expect("clients array");
+    for (i, c) in clients.iter().enumerate() {
+        let details = c["details"].to_string();
+        assert!(
+            c["errors"] != 0 && details.contains("Gateway Timeout"),
+            "client {i} should have lost its connection to a 504: {c}"
+        );
+    }
+    lb.handle.shutdown_within(Duration::from_secs(5)).await;
+}

@@ -18,7 +18,7 @@
 // Core answers, and one JSON line on stdout ({"event":"unknown_id",...}) so
 // the test counts them server side too.
 //
-//   node server.js <port> <name> [ping-ms]
+//   node server.js <port> <name> [ping-ms] [poll-ms]
 //
 // Listens on 127.0.0.1:<port> (0 = any free port), prints `ready <port>`.
 // Exits when stdin closes (the test process is gone).
@@ -31,7 +31,7 @@ const { WebSocketServer } = require("ws");
 const port = Number(process.argv[2] || 0);
 const name = process.argv[3] || "server";
 const PING_MS = Number(process.argv[4] || 5000);
-const POLL_MS = 5000;
+const POLL_MS = Number(process.argv[5] || 5000);
 const HUB = "/hub";
 const RS = "\x1e"; // the record separator that ends every hub message
 
