@@ -27,13 +27,18 @@ type Ws = WebSocketStream<TcpStream>;
 
 fn config(server: &str, backends: &[&WsRecorder], upstream_extra: &str) -> String {
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
-    format!("[server]\n{server}\n{}", simple_config(&addrs, upstream_extra))
+    format!(
+        "[server]\n{server}\n{}",
+        simple_config(&addrs, upstream_extra)
+    )
 }
 
 /// A WebSocket through latch that has echoed one message.
 async fn open(lb: std::net::SocketAddr) -> Ws {
     let (mut ws, _) = ws_connect(lb, "/chat").await;
-    within("send", ws.send(Message::text("hello"))).await.unwrap();
+    within("send", ws.send(Message::text("hello")))
+        .await
+        .unwrap();
     match next_msg(&mut ws).await {
         Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "hello"),
         other => panic!("no echo: {other:?}"),
@@ -85,7 +90,10 @@ async fn stop_after_grace_says_1001_to_clients_and_backend_spread_over_the_windo
     let first = got.iter().map(|g| g.1).min().unwrap();
     let last = got.iter().map(|g| g.1).max().unwrap();
     // Undisturbed for grace - close_spread, then spread over the window.
-    assert!(first >= Duration::from_millis(500), "first close at {first:?}");
+    assert!(
+        first >= Duration::from_millis(500),
+        "first close at {first:?}"
+    );
     assert!(
         last - first >= Duration::from_millis(200),
         "{CLIENTS} closes within {:?}: not spread",
@@ -110,7 +118,10 @@ async fn reload_removing_the_server_says_1012() {
     let next = Config::parse(&config(server, &[&new], ""), Path::new("/t/latch.toml")).unwrap();
     lb.handle.reload(next).expect("reload");
     assert_eq!(close_of(&mut ws).await, (1012, "server removed".to_owned()));
-    assert_eq!(old.next_end().await, Ended::Close(1012, "server removed".into()));
+    assert_eq!(
+        old.next_end().await,
+        Ended::Close(1012, "server removed".into())
+    );
     // The client comes back, to the server that stays.
     let mut again = open(lb.addr()).await;
     let frame = CloseFrame {

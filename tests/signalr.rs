@@ -121,7 +121,10 @@ fn assert_sticky(what: &str, report: &Value, servers: &[NodeServer]) -> Vec<usiz
         let one = backends.first().copied();
         let moved = backends.iter().any(|b| Some(*b) != one);
         if c["errors"] != 0 || backends.len() as u64 != ECHOES || moved {
-            problems.push(format!("client {i}: answered by {backends:?}: {}", c["details"]));
+            problems.push(format!(
+                "client {i}: answered by {backends:?}: {}",
+                c["details"]
+            ));
         }
         if let Some(k) = servers.iter().position(|s| Some(s.name.as_str()) == one) {
             per_server[k] += 1;
@@ -135,7 +138,10 @@ fn assert_sticky(what: &str, report: &Value, servers: &[NodeServer]) -> Vec<usiz
         report["totals"],
         problems[..problems.len().min(5)].join("\n")
     );
-    assert!(unknown.iter().all(|&n| n == 0), "{what}: unknown ids {unknown:?}");
+    assert!(
+        unknown.iter().all(|&n| n == 0),
+        "{what}: unknown ids {unknown:?}"
+    );
     per_server
 }
 
@@ -229,7 +235,11 @@ async fn sse_with_heartbeats_outlives_the_read_timeout() {
     let clients = report["clients"].as_array().expect("clients array");
     for (i, c) in clients.iter().enumerate() {
         assert_eq!(c["errors"], 0, "client {i}: {}", c["details"]);
-        assert_eq!(c["backends"].as_array().map(Vec::len), Some(3), "client {i}: {c}");
+        assert_eq!(
+            c["backends"].as_array().map(Vec::len),
+            Some(3),
+            "client {i}: {c}"
+        );
     }
     lb.handle.shutdown_within(Duration::from_secs(5)).await;
 }
@@ -268,8 +278,7 @@ async fn sse_quieter_than_the_read_timeout_is_cut() {
 async fn long_poll_held_longer_than_read_gets_504() {
     // Pings every 10 s, so nothing answers a held poll early.
     let servers = spawn_servers(&["10000", "3000"]).await;
-    let timeouts =
-        "[upstream.hub.timeouts]\nread = \"1s\"\n[upstream.hub.retry]\non = [\"error\"]";
+    let timeouts = "[upstream.hub.timeouts]\nread = \"1s\"\n[upstream.hub.retry]\non = [\"error\"]";
     let lb = spawn_lb(&config(&servers, Stickiness::Cookie, timeouts)).await;
     let report = run_clients(
         &lb,

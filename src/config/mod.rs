@@ -259,10 +259,7 @@ impl Validator<'_> {
                 return Err(self.err(
                     c.span(),
                     "server.close_spread",
-                    format!(
-                        "must not exceed server.grace ({:?})",
-                        s.grace.0
-                    ),
+                    format!("must not exceed server.grace ({:?})", s.grace.0),
                 ));
             }
             Some(c) => c.get_ref().0,

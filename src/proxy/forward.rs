@@ -339,7 +339,12 @@ impl Attempts<'_> {
             .headers()
             .get(header::UPGRADE)
             .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        self.spawn_tunnel(placed.active, upgrade.client, conn.into_upgraded(), websocket);
+        self.spawn_tunnel(
+            placed.active,
+            upgrade.client,
+            conn.into_upgraded(),
+            websocket,
+        );
         let proto = response.headers().get(header::UPGRADE).cloned();
         headers::strip_hop_by_hop(response.headers_mut());
         if let Some(p) = proto {

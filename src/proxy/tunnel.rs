@@ -209,7 +209,8 @@ where
         Poll::Ready(Moved {
             to_backend: t.up.moved,
             to_client: t.down.moved,
-            goodbye: t.goodbye,
+            // Other upgrades are cut: no goodbye to report.
+            goodbye: t.goodbye.filter(|_| t.websocket),
             close_sent: t.down.close_sent,
         })
     }
@@ -538,7 +539,12 @@ impl Half {
 
     /// Writes `data` on; what the writer does not take is kept in
     /// `unwritten` (pending then: the writer will wake us).
-    fn write_or_hold<W>(&mut self, cx: &mut Context<'_>, w: &mut W, data: &[u8]) -> Poll<io::Result<()>>
+    fn write_or_hold<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+        data: &[u8],
+    ) -> Poll<io::Result<()>>
     where
         W: AsyncWrite + Unpin,
     {
@@ -623,7 +629,12 @@ impl Half {
 
     /// One read: what belongs to the frame in flight is written on, the rest
     /// is dropped (but followed, to see the reader's close frame).
-    fn poll_pass_to_boundary<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<()>
+    fn poll_pass_to_boundary<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<()>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -1100,23 +1111,41 @@ mod tests {
         let (mut c, client) = duplex(1024);
         let (mut b, backend) = duplex(1024);
         let stop = CancellationToken::new();
-        let t = tokio::spawn(run(client, backend, ws(Duration::ZERO), on_cancel(stop.clone())));
+        let t = tokio::spawn(run(
+            client,
+            backend,
+            ws(Duration::ZERO),
+            on_cancel(stop.clone()),
+        ));
         // Half a binary frame from the backend, then the stop.
         b.write_all(&[0x82, 10, 0, 1, 2, 3]).await.unwrap();
         let mut got = [0u8; 6];
         c.read_exact(&mut got).await.unwrap();
         stop.cancel();
         // The rest of that frame, and one more that must not get through.
-        b.write_all(&[4, 5, 6, 7, 8, 9, 0x81, 1, b'x']).await.unwrap();
+        b.write_all(&[4, 5, 6, 7, 8, 9, 0x81, 1, b'x'])
+            .await
+            .unwrap();
         let mut rest = [0u8; 6];
         c.read_exact(&mut rest).await.unwrap();
         assert_eq!(rest, [4, 5, 6, 7, 8, 9]);
-        assert_eq!(read_close(&mut c, false).await, (1001, "latch stopping".into()));
-        assert_eq!(read_close(&mut b, true).await, (1001, "latch stopping".into()));
+        assert_eq!(
+            read_close(&mut c, false).await,
+            (1001, "latch stopping".into())
+        );
+        assert_eq!(
+            read_close(&mut b, true).await,
+            (1001, "latch stopping".into())
+        );
         // Both peers answer; the tunnel ends without waiting for its deadline.
-        c.write_all(&close_frame(1001, "", Some([1, 2, 3, 4]))).await.unwrap();
+        c.write_all(&close_frame(1001, "", Some([1, 2, 3, 4])))
+            .await
+            .unwrap();
         b.write_all(&close_frame(1001, "", None)).await.unwrap();
-        let moved = tokio::time::timeout(Duration::from_secs(2), t).await.unwrap().unwrap();
+        let moved = tokio::time::timeout(Duration::from_secs(2), t)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(moved.goodbye, Some(Goodbye::Stop));
         assert!(moved.close_sent);
         let mut tail = Vec::new();
@@ -1128,14 +1157,27 @@ mod tests {
     async fn backend_gone_between_frames_sends_1011() {
         let (mut c, client) = duplex(1024);
         let (mut b, backend) = duplex(1024);
-        let t = tokio::spawn(run(client, backend, ws(Duration::ZERO), std::future::pending()));
+        let t = tokio::spawn(run(
+            client,
+            backend,
+            ws(Duration::ZERO),
+            std::future::pending(),
+        ));
         b.write_all(&[0x81, 2, b'h', b'i']).await.unwrap();
         let mut got = [0u8; 4];
         c.read_exact(&mut got).await.unwrap();
         drop(b);
-        assert_eq!(read_close(&mut c, false).await, (1011, "backend lost".into()));
-        c.write_all(&close_frame(1011, "", Some([9, 9, 9, 9]))).await.unwrap();
-        let moved = tokio::time::timeout(Duration::from_secs(2), t).await.unwrap().unwrap();
+        assert_eq!(
+            read_close(&mut c, false).await,
+            (1011, "backend lost".into())
+        );
+        c.write_all(&close_frame(1011, "", Some([9, 9, 9, 9])))
+            .await
+            .unwrap();
+        let moved = tokio::time::timeout(Duration::from_secs(2), t)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(moved.goodbye, Some(Goodbye::BackendLost));
     }
 
@@ -1143,7 +1185,12 @@ mod tests {
     async fn backend_close_frame_passes_through_untouched() {
         let (mut c, client) = duplex(1024);
         let (mut b, backend) = duplex(1024);
-        let t = tokio::spawn(run(client, backend, ws(Duration::ZERO), std::future::pending()));
+        let t = tokio::spawn(run(
+            client,
+            backend,
+            ws(Duration::ZERO),
+            std::future::pending(),
+        ));
         let bye = close_frame(1000, "bye", None);
         b.write_all(&bye).await.unwrap();
         drop(b);
@@ -1154,7 +1201,10 @@ mod tests {
             .await
             .unwrap();
         drop(c);
-        let moved = tokio::time::timeout(Duration::from_secs(10), t).await.unwrap().unwrap();
+        let moved = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(moved.goodbye, None);
     }
 
@@ -1165,8 +1215,14 @@ mod tests {
         let mut o = ws(Duration::ZERO);
         o.idle = Duration::from_secs(30);
         let t = tokio::spawn(run(client, backend, o, std::future::pending()));
-        assert_eq!(read_close(&mut c, false).await, (1001, "idle timeout".into()));
-        assert_eq!(read_close(&mut b, true).await, (1001, "idle timeout".into()));
+        assert_eq!(
+            read_close(&mut c, false).await,
+            (1001, "idle timeout".into())
+        );
+        assert_eq!(
+            read_close(&mut b, true).await,
+            (1001, "idle timeout".into())
+        );
         // Nobody answers: the goodbye ends at its deadline.
         let moved = t.await.unwrap();
         assert_eq!(moved.goodbye, Some(Goodbye::Idle));
@@ -1181,7 +1237,12 @@ mod tests {
         for _ in 0..40 {
             let (c, client) = duplex(1024);
             let (b, backend) = duplex(1024);
-            tasks.push(tokio::spawn(run(client, backend, ws(spread), on_cancel(stop.clone()))));
+            tasks.push(tokio::spawn(run(
+                client,
+                backend,
+                ws(spread),
+                on_cancel(stop.clone()),
+            )));
             peers.push((c, b));
         }
         let started = Instant::now();

@@ -16,8 +16,8 @@ pub mod node;
 pub mod pattern;
 pub mod raw_http;
 pub mod tls;
-pub mod ws_recorder;
 pub mod ws_client;
+pub mod ws_recorder;
 
 use std::future::Future;
 use std::time::Duration;

@@ -12,7 +12,9 @@ use super::child::Lines;
 
 /// `tests/<name>` in the crate.
 pub fn node_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name)
 }
 
 /// Checks that `node` runs and installs `dir`'s lock file with `npm ci` when
@@ -51,7 +53,8 @@ pub fn ensure_npm_ci(dir: &Path, packages: &[&str]) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    done.get_or_insert_with(HashSet::new).insert(dir.to_path_buf());
+    done.get_or_insert_with(HashSet::new)
+        .insert(dir.to_path_buf());
 }
 
 /// A `node <script> 0 <args...>` server that printed `ready <port>`; killed

@@ -88,6 +88,8 @@ pub async fn spawn_ws_recorder() -> WsRecorder {
 }
 
 /// Echoes until the connection ends; tungstenite answers a close frame itself.
+// The handshake callback's error type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
 async fn serve(tcp: tokio::net::TcpStream) -> Ended {
     let mut die = false;
     let see_path = |req: &Request, resp: Response| {
