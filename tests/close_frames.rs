@@ -47,11 +47,16 @@ async fn open(lb: std::net::SocketAddr) -> Ws {
 }
 
 /// Reads until the close frame; panics if the stream ends without one (what
-/// a browser would report as 1006).
+/// a browser would report as 1006). Then reads on until the end, as a
+/// browser does: tungstenite sends its close reply on that next read, and
+/// latch closes the connection once it has the reply.
 async fn close_of(ws: &mut Ws) -> (u16, String) {
     loop {
         match next_msg(ws).await {
-            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(Message::Close(Some(f)))) => {
+                while let Some(Ok(_)) = next_msg(ws).await {}
+                return (u16::from(f.code), f.reason.to_string());
+            }
             Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
             Some(Ok(_)) => continue,
             Some(Err(e)) => panic!("no close frame, the connection broke: {e}"),
