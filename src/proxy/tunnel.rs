@@ -441,7 +441,7 @@ struct Half {
     phase: Phase,
     /// The writer failed; nothing more goes to it.
     wdead: bool,
-    /// A close frame of latch's went to the writer.
+    /// A close frame of latch's was written (and flushed) to the writer.
     close_sent: bool,
 }
 
@@ -605,10 +605,11 @@ impl Half {
                     ready!(self.poll_pass_to_boundary(cx, r, w));
                 }
                 Phase::Sending => {
-                    if !self.wdead
-                        && (ready!(self.poll_drain(cx, w)).is_err()
-                            || ready!(Pin::new(&mut *w).poll_shutdown(cx)).is_err())
-                    {
+                    if !self.wdead && ready!(self.poll_drain(cx, w)).is_err() {
+                        self.wdead = true;
+                        self.close_sent = false; // it did not get through
+                    }
+                    if !self.wdead && ready!(Pin::new(&mut *w).poll_shutdown(cx)).is_err() {
                         self.wdead = true;
                     }
                     self.phase = Phase::Draining;
@@ -1260,5 +1261,26 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = at.iter().map(Duration::as_millis).collect();
         assert!(distinct.len() > 30, "goodbyes not spread: {at:?}");
         drop(tasks);
+    }
+
+    #[tokio::test]
+    async fn client_gone_without_close_says_1001_to_the_backend() {
+        let (c, client) = duplex(1024);
+        let (mut b, backend) = duplex(1024);
+        let t = tokio::spawn(run(
+            client,
+            backend,
+            ws(Duration::ZERO),
+            std::future::pending(),
+        ));
+        drop(c);
+        assert_eq!(read_close(&mut b, true).await, (1001, "client gone".into()));
+        b.write_all(&close_frame(1001, "", None)).await.unwrap();
+        let moved = tokio::time::timeout(Duration::from_secs(2), t)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(moved.goodbye, Some(Goodbye::ClientGone));
+        assert!(!moved.close_sent, "nothing can reach a client that is gone");
     }
 }

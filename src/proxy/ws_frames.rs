@@ -246,4 +246,51 @@ mod tests {
         let long = "x".repeat(300);
         assert_eq!(close_frame(1000, &long, None).len(), 2 + 125);
     }
+
+    #[test]
+    fn random_frames_fed_byte_by_byte_and_to_each_boundary() {
+        // xorshift64: deterministic frames of every length form and opcode.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..200 {
+            let len = match next() % 10 {
+                0 => 126 + (next() % 1000) as usize,
+                1 => 65_536 + (next() % 3) as usize,
+                _ => (next() % 126) as usize,
+            };
+            let opcode = [0, 1, 2, 8, 9, 10][(next() % 6) as usize];
+            stream.extend(frame(opcode, len, next() % 2 == 0));
+            ends.push(stream.len());
+        }
+        // Byte by byte: a boundary exactly at each frame's end.
+        let mut fr = Frames::default();
+        let mut seen = Vec::new();
+        for (i, b) in stream.iter().enumerate() {
+            fr.advance(std::slice::from_ref(b), false);
+            if fr.at_boundary() {
+                seen.push(i + 1);
+            }
+        }
+        assert_eq!(seen, ends);
+        // From anywhere inside a frame (a frame has 2 bytes at least),
+        // `to_boundary` stops exactly at its end.
+        let mut fr = Frames::default();
+        let mut at = 0;
+        for &end in &ends {
+            let mid = at + 1 + (next() as usize % (end - at - 1));
+            fr.advance(&stream[at..mid], false);
+            let n = fr.advance(&stream[mid..], true);
+            assert_eq!(mid + n, end);
+            assert!(fr.at_boundary());
+            assert_eq!(fr.advance(&stream[end..], true), 0);
+            at = end;
+        }
+    }
 }
