@@ -197,7 +197,7 @@ fn close_spread_longer_than_grace_is_refused_by_name() {
 }
 
 #[test]
-fn close_spread_defaults_to_5s_within_grace_and_the_example_loads() {
+fn close_spread_defaults_to_5s_or_half_the_grace_and_the_example_loads() {
     let rest = "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\nservers = [{ addr = \"127.0.0.1:9\" }]\n";
     let parse = |t: &str| {
         let text = format!("{t}{rest}");
@@ -205,7 +205,7 @@ fn close_spread_defaults_to_5s_within_grace_and_the_example_loads() {
     };
     assert_eq!(parse("").server.close_spread, Duration::from_secs(5));
     let short = parse("[server]\ngrace = \"2s\"\n");
-    assert_eq!(short.server.close_spread, Duration::from_secs(2));
+    assert_eq!(short.server.close_spread, Duration::from_secs(1));
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/goodbyes.toml");
     let c = Config::load(&example).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.server.grace, Duration::from_secs(60));

@@ -38,7 +38,7 @@ pub struct ServerSection {
     #[serde(default = "default_grace")]
     pub grace: Dur,
     /// WebSockets still open when the grace ends get their close frames
-    /// spread over its last this-long; default 5 s (at most `grace`).
+    /// spread over its last this-long; default 5 s or half of `grace`.
     #[serde(default)]
     pub close_spread: Option<Spanned<Dur>>,
     /// Time a client has to send a complete request head (slowloris guard).

@@ -151,7 +151,7 @@ pub struct Timeouts {
 pub const MAX_WEIGHT: u32 = 10_000;
 /// hyper refuses a read buffer smaller than this.
 const MIN_HEADER_SIZE: usize = 8192;
-/// `server.close_spread` when unset (and `grace` is longer).
+/// `server.close_spread` when unset (and half of `grace` is longer).
 const DEFAULT_CLOSE_SPREAD: Duration = Duration::from_secs(5);
 
 /// What is wrong with a config file, and where.
@@ -254,7 +254,8 @@ impl Validator<'_> {
             ));
         }
         let close_spread = match &s.close_spread {
-            None => DEFAULT_CLOSE_SPREAD.min(s.grace.0),
+            // Tunnels keep at least half the grace undisturbed.
+            None => DEFAULT_CLOSE_SPREAD.min(s.grace.0 / 2),
             Some(c) if c.get_ref().0 > s.grace.0 => {
                 return Err(self.err(
                     c.span(),
