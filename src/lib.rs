@@ -237,12 +237,22 @@ impl Handle {
     /// Graceful stop: stop accepting, let in-flight requests finish and tunnels
     /// run for up to `grace`, then close whatever is left.
     pub async fn shutdown(self) {
-        let grace = self.inner.generation().config.server.grace;
-        self.shutdown_within(grace).await
+        let (grace, spread) = {
+            let g = self.inner.generation();
+            (g.config.server.grace, g.config.server.close_spread)
+        };
+        self.shutdown_spread(grace, spread).await
     }
 
-    /// Like [`Handle::shutdown`] with an explicit grace period.
+    /// Like [`Handle::shutdown`] with an explicit grace period (and no spread).
     pub async fn shutdown_within(&self, grace: Duration) {
+        self.shutdown_spread(grace, Duration::ZERO).await
+    }
+
+    /// Like [`Handle::shutdown`]: WebSockets still open at `grace - spread`
+    /// get their close frames at random moments over the last `spread`.
+    pub async fn shutdown_spread(&self, grace: Duration, spread: Duration) {
+        let grace = grace.saturating_sub(spread);
         let i = &self.inner;
         i.stop_accepting.cancel();
         i.drain.cancel();

@@ -85,6 +85,16 @@ pub struct Metrics {
     check_duration: Durations,
     /// Every client listener's connection counts (read at each scrape).
     listeners: listener::Listeners,
+    /// WebSockets latch ended itself, by reason and close code.
+    goodbyes: Family<GoodbyeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GoodbyeLabels {
+    reason: &'static str,
+    code: u16,
+    /// "sent", or "cut" when no close frame could reach the client.
+    client: &'static str,
 }
 
 impl Default for Metrics {
@@ -105,6 +115,7 @@ impl Metrics {
             checks: Family::default(),
             check_duration: Family::new_with_constructor(durations),
             listeners: listener::Listeners::default(),
+            goodbyes: Family::default(),
         };
         let mut r = Registry::default();
         r.register(
@@ -131,6 +142,11 @@ impl Metrics {
             "Time an active health probe took",
             Unit::Seconds,
             m.check_duration.clone(),
+        );
+        r.register(
+            "latch_tunnel_goodbyes",
+            "WebSockets latch ended itself (stop, removed server, idle, backend lost, client gone), by close code",
+            m.goodbyes.clone(),
         );
         // Both outcomes exist from the start, so `rate()` sees the first one.
         for outcome in ["ok", "error"] {
@@ -177,6 +193,18 @@ impl Metrics {
             reason: reason.to_owned(),
         };
         self.retries.get_or_create(&labels).inc();
+    }
+
+    /// A tunnel ended; counted when latch said goodbye on it.
+    pub fn tunnel_ended(&self, moved: &crate::proxy::tunnel::Moved) {
+        if let Some(g) = moved.goodbye {
+            let labels = GoodbyeLabels {
+                reason: g.reason(),
+                code: g.code(),
+                client: if moved.close_sent { "sent" } else { "cut" },
+            };
+            self.goodbyes.get_or_create(&labels).inc();
+        }
     }
 
     pub fn tls_handshake_failure(&self) {

@@ -284,7 +284,7 @@ impl Inner {
             }
         }
         let removed = self.shared.pool.retire(&routing.server_keys());
-        self.drain_removed(removed, config.server.grace);
+        self.drain_removed(removed, config.server.grace, config.server.close_spread);
         current.config = config;
     }
 
@@ -357,15 +357,23 @@ impl Inner {
 
     /// Removed servers take nothing new (they are in no routing table any
     /// more); their tunnels get `grace`, then close.
-    fn drain_removed(&self, removed: Vec<Arc<Server>>, grace: std::time::Duration) {
+    /// Lets a removed server's tunnels run for `grace - spread`, then has
+    /// them close (WebSockets pick their moments within `spread`).
+    fn drain_removed(
+        &self,
+        removed: Vec<Arc<Server>>,
+        grace: std::time::Duration,
+        spread: std::time::Duration,
+    ) {
+        let until = grace.saturating_sub(spread);
         for s in removed {
-            warn!(upstream = %s.upstream, backend = %s.addr, tunnels = s.tunnels(), ?grace, "server removed; draining");
+            warn!(upstream = %s.upstream, backend = %s.addr, tunnels = s.tunnels(), ?grace, close_spread = ?spread, "server removed; draining");
             // Not tracked: a stop must not wait for this timer. When a stop
             // begins, its own grace governs the tunnels instead.
             let stopping = self.stop_accepting.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = tokio::time::sleep(grace) => s.close_tunnels(),
+                    _ = tokio::time::sleep(until) => s.close_tunnels(),
                     _ = stopping.cancelled() => {}
                 }
             });

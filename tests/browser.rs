@@ -9,6 +9,11 @@
 //! skips. The npm packages are installed
 //! with `npm ci` when `tests/browser/node_modules` is missing. The screenshot is
 //! kept at `target/browser/demo.png`.
+//!
+//! A second test (`tests/browser/close_codes.js`) shows Chromium getting
+//! latch's WebSocket close codes where it used to see 1006.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -211,4 +216,52 @@ async fn demo_page_passes_its_checks_in_chromium() {
         png.len(),
         shot.display()
     );
+}
+
+/// Chromium sees latch's close codes, not 1006: an idle tunnel gets 1001
+/// "idle timeout", a tunnel whose backend drops the connection gets 1011
+/// "backend lost", both clean (`wasClean`). Driven by
+/// `tests/browser/close_codes.js`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_sees_the_close_codes() {
+    ensure_chromium().await;
+    require_tool("node", "apt-get install -y nodejs npm").await;
+    require_tool("npm", "apt-get install -y npm").await;
+    let dir = browser_dir();
+    ensure_node_modules(&dir).await;
+
+    let backend = support::ws_recorder::spawn_ws_recorder().await;
+    let lb = support::spawn_lb(&support::simple_config(
+        &[backend.addr],
+        "[upstream.app.timeouts]\ntunnel_idle = \"1s\"",
+    ))
+    .await;
+    let base = format!("ws://127.0.0.1:{}", lb.addr().port());
+    let out = run(
+        "node close_codes.js",
+        Command::new("node")
+            .arg(dir.join("close_codes.js"))
+            .arg(&base)
+            .current_dir(&dir),
+        DEMO_LIMIT,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "close_codes.js against {base} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let line = stdout.lines().rev().find(|l| l.starts_with('{'));
+    let json: serde_json::Value = serde_json::from_str(line.unwrap_or_default())
+        .unwrap_or_else(|e| panic!("close_codes.js printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let expect = |name: &str, code: u64, reason: &str| {
+        let got = &json[name];
+        assert_eq!(got["code"], code, "{name}: {json}\n{stderr}");
+        assert_eq!(got["reason"], reason, "{name}: {json}");
+        assert_eq!(got["wasClean"], true, "{name}: {json}");
+    };
+    expect("chat", 1001, "idle timeout");
+    expect("die", 1011, "backend lost");
 }

@@ -637,14 +637,15 @@ async fn a_new_id_makes_a_new_server() {
 // === 4. draining ===
 
 /// Listener in front of `app` = [`app_server`], plus host routes to one
-/// upstream per `(host, name, server)` in `others`.
+/// upstream per `(host, name, server)` in `others`. `close_spread = "0s"`:
+/// drained tunnels all close when the grace ends, as these tests time it.
 fn routed_config(
     grace: &str,
     app_server: SocketAddr,
     others: &[(&str, &str, SocketAddr)],
 ) -> String {
     let mut text = format!(
-        "[server]\ngrace = \"{grace}\"\n\n[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n"
+        "[server]\ngrace = \"{grace}\"\nclose_spread = \"0s\"\n\n[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n"
     );
     for (host, name, _) in others {
         text += &format!("[[listener.route]]\nhost = \"{host}\"\nupstream = \"{name}\"\n");

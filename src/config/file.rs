@@ -37,6 +37,10 @@ pub struct ServerSection {
     /// How long connections and tunnels may drain on stop.
     #[serde(default = "default_grace")]
     pub grace: Dur,
+    /// WebSockets still open when the grace ends get their close frames
+    /// spread over its last this-long; default 5 s or half of `grace`.
+    #[serde(default)]
+    pub close_spread: Option<Spanned<Dur>>,
     /// Time a client has to send a complete request head (slowloris guard).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Dur,
@@ -67,6 +71,7 @@ impl Default for ServerSection {
         ServerSection {
             workers: 0,
             grace: default_grace(),
+            close_spread: None,
             header_timeout: default_header_timeout(),
             tls_handshake_timeout: default_handshake_timeout(),
             client_body_timeout: default_client_body_timeout(),

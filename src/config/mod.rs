@@ -46,6 +46,9 @@ pub struct Config {
 pub struct ServerSettings {
     pub workers: usize,
     pub grace: Duration,
+    /// WebSockets open at the end of `grace` get close frames at random
+    /// moments over its last `close_spread` (at most `grace`).
+    pub close_spread: Duration,
     pub header_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     /// Longest gap in a request body while it is read; zero = none.
@@ -148,6 +151,8 @@ pub struct Timeouts {
 pub const MAX_WEIGHT: u32 = 10_000;
 /// hyper refuses a read buffer smaller than this.
 const MIN_HEADER_SIZE: usize = 8192;
+/// `server.close_spread` when unset (and half of `grace` is longer).
+const DEFAULT_CLOSE_SPREAD: Duration = Duration::from_secs(5);
 
 /// What is wrong with a config file, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -248,9 +253,22 @@ impl Validator<'_> {
                 format!("must be at least {MIN_HEADER_SIZE} bytes"),
             ));
         }
+        let close_spread = match &s.close_spread {
+            // Tunnels keep at least half the grace undisturbed.
+            None => DEFAULT_CLOSE_SPREAD.min(s.grace.0 / 2),
+            Some(c) if c.get_ref().0 > s.grace.0 => {
+                return Err(self.err(
+                    c.span(),
+                    "server.close_spread",
+                    format!("must not exceed server.grace ({:?})", s.grace.0),
+                ));
+            }
+            Some(c) => c.get_ref().0,
+        };
         let server = ServerSettings {
             workers: s.workers,
             grace: s.grace.0,
+            close_spread,
             header_timeout: s.header_timeout.0,
             tls_handshake_timeout: s.tls_handshake_timeout.0,
             client_body_timeout: s.client_body_timeout.0,

@@ -334,7 +334,16 @@ impl Attempts<'_> {
                 "101 with an Upgrade the client did not offer".into(),
             ));
         }
-        self.spawn_tunnel(placed.active, upgrade.client, conn.into_upgraded());
+        let websocket = response
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        self.spawn_tunnel(
+            placed.active,
+            upgrade.client,
+            conn.into_upgraded(),
+            websocket,
+        );
         let proto = response.headers().get(header::UPGRADE).cloned();
         headers::strip_hop_by_hop(response.headers_mut());
         if let Some(p) = proto {
@@ -344,14 +353,19 @@ impl Attempts<'_> {
         Ok((response.map(|()| empty), served))
     }
 
-    fn spawn_tunnel(&self, active: Active, client: OnUpgrade, backend: Upgraded) {
+    fn spawn_tunnel(&self, active: Active, client: OnUpgrade, backend: Upgraded, websocket: bool) {
         let shared = self.shared;
         let guard = active.into_tunnel();
-        let idle = self.upstream.timeouts.tunnel_idle;
+        let opts = tunnel::Options {
+            idle: self.upstream.timeouts.tunnel_idle,
+            websocket,
+            spread: self.settings.close_spread,
+        };
         let access_log = self.settings.access_log;
         let stop = shared.hard_stop.clone();
         let peer = self.conn.peer;
         let id = Some(self.id.clone());
+        let metrics = shared.metrics.clone();
         shared.tunnels.spawn(async move {
             let server = guard.server();
             let addr = server.addr;
@@ -364,11 +378,17 @@ impl Attempts<'_> {
             };
             let started = tokio::time::Instant::now();
             let closed = server.tunnels_closed();
-            let (moved, why) = tokio::select! {
-                m = tunnel::run(c, backend, idle, stop) => (m, "closed"),
-                // The server was removed by a reload and its grace ran out.
-                _ = closed => (tunnel::Moved::default(), "closed: server removed, grace over"),
+            let ending = async move {
+                tokio::select! {
+                    _ = stop.cancelled_owned() => tunnel::Ending::Stop,
+                    // The server was removed by a reload and its grace ran out.
+                    _ = closed => tunnel::Ending::Removed,
+                }
             };
+            let moved = tunnel::run(c, backend, opts, ending).await;
+            let why = tunnel_why(&moved);
+            let why = why.as_str();
+            metrics.tunnel_ended(&moved);
             let secs = started.elapsed().as_secs_f64();
             let upstream = server.upstream.as_str();
             if access_log == AccessLog::Off {
@@ -388,6 +408,16 @@ impl Attempts<'_> {
             }
             drop(guard);
         });
+    }
+}
+
+/// How a tunnel ended, for its log line: "closed", or who latch said goodbye
+/// to and why.
+fn tunnel_why(moved: &tunnel::Moved) -> String {
+    match moved.goodbye {
+        None => "closed".to_owned(),
+        Some(g) if moved.close_sent => format!("closed: {} (sent close {})", g.reason(), g.code()),
+        Some(g) => format!("closed: {} (no close frame to the client)", g.reason()),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod host;
 mod routing;
 mod select;
 pub mod tunnel;
+mod ws_frames;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,6 +7,17 @@
 //! away closes the client promptly (HAProxy calls this `timeout client-fin`).
 //! An error on either side, `idle` without a byte, or a hard stop ends both.
 //!
+//! WebSocket goodbyes: a WebSocket tunnel that latch ends itself (a stop or a
+//! removed server once the grace is over, `tunnel_idle`, the backend lost, the
+//! client gone) is not just cut. Each direction follows the frame headers it
+//! carries ([`ws_frames`](super::ws_frames), 16 bytes, no payload kept), so
+//! at the end latch finishes the frame in flight, puts a close frame after it
+//! (1001, 1012 or 1011, see [`Goodbye`]) toward the client and a masked one
+//! toward the backend, shuts both writers down and waits up to
+//! [`CLOSE_TIMEOUT`] for each peer's close reply. A stop or a removal picks a
+//! random moment within `spread` first, so thousands of clients do not come
+//! back at the same instant. Other upgrades (not `websocket`) are cut as before.
+//!
 //! Memory: most tunnels are idle most of the time, so an idle tunnel holds no
 //! buffer at all. A direction waits for its reader with nothing but a waker;
 //! when bytes come, they are read into this thread's scratch buffer, written on
@@ -17,7 +28,6 @@
 //! it between the tunnels of one thread needs no `unsafe` and no lock.
 
 use std::cell::Cell;
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -25,10 +35,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
+
+use super::ws_frames::{Frames, close_frame};
 
 /// Time the second direction gets after the first one finished.
 pub const FIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a goodbye may take: the frame in flight, the close frames and the
+/// peers' replies.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of the per-thread scratch buffer: one TLS record's worth of plaintext.
 const SCRATCH: usize = 16 * 1024;
 /// Reads one direction does in one poll before it lets other tasks run.
@@ -54,46 +68,163 @@ fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
     out
 }
 
-/// Bytes moved each way, for logs and metrics.
+/// Why latch ends a tunnel from outside: what the `stop` future of [`run`]
+/// resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// latch stops and the grace is over.
+    Stop,
+    /// The server was removed by a reload (or drained) and the grace is over.
+    Removed,
+}
+
+/// Why latch said goodbye on a WebSocket, and the close code it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
+    /// 1001 going away: latch stops.
+    Stop,
+    /// 1012 service restart: the server was removed by a reload.
+    Removed,
+    /// 1001 going away: no byte either way for `tunnel_idle`.
+    Idle,
+    /// 1011 internal error: the backend closed or broke without a close
+    /// frame. (1014 "bad gateway" would say it better, but tungstenite 0.30
+    /// takes it for a protocol violation and older browsers refuse it.)
+    BackendLost,
+    /// 1001 going away (to the backend): the client closed or broke without
+    /// a close frame.
+    ClientGone,
+}
+
+impl Goodbye {
+    /// The close code (RFC 6455 §7.4.1; 1012 from the IANA registry).
+    pub fn code(self) -> u16 {
+        match self {
+            Goodbye::Stop | Goodbye::Idle | Goodbye::ClientGone => 1001,
+            Goodbye::Removed => 1012,
+            Goodbye::BackendLost => 1011,
+        }
+    }
+
+    /// The reason sent with the code, and the name in logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Goodbye::Stop => "latch stopping",
+            Goodbye::Removed => "server removed",
+            Goodbye::Idle => "idle timeout",
+            Goodbye::BackendLost => "backend lost",
+            Goodbye::ClientGone => "client gone",
+        }
+    }
+}
+
+impl From<Ending> for Goodbye {
+    fn from(e: Ending) -> Goodbye {
+        match e {
+            Ending::Stop => Goodbye::Stop,
+            Ending::Removed => Goodbye::Removed,
+        }
+    }
+}
+
+/// How a tunnel runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Ends the tunnel after this long without a byte either way.
+    pub idle: Duration,
+    /// The upgrade is `websocket`: follow frames and say goodbye.
+    pub websocket: bool,
+    /// A stop or removal closes the tunnel at a random moment within this.
+    pub spread: Duration,
+}
+
+/// Bytes moved each way, and how latch said goodbye, for logs and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Moved {
     pub to_backend: u64,
     pub to_client: u64,
+    /// Set when latch ended a WebSocket itself.
+    pub goodbye: Option<Goodbye>,
+    /// A close frame went to the client (it can fail to: the frame in flight
+    /// was cut, or the client was gone).
+    pub close_sent: bool,
 }
 
 /// Runs the tunnel until it ends; never fails (a broken side just ends it).
 ///
-/// A plain `fn` returning the future rather than an `async fn`: the arguments
-/// of an `async fn` stay in its state next to what is built from them, and a
-/// tunnel's state lives as long as the tunnel, so every byte counts.
-pub fn run<C, B>(
-    client: C,
-    backend: B,
-    idle: Duration,
-    stop: CancellationToken,
-) -> impl Future<Output = Moved>
+/// A named future rather than an `async fn` or block: those keep their
+/// arguments next to what is built from them (pinning `stop` would copy it),
+/// and a tunnel's state lives as long as the tunnel, so every byte counts.
+pub fn run<C, B, S>(client: C, backend: B, opts: Options, stop: S) -> Run<C, B, S>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
+    S: Future<Output = Ending>,
 {
-    let mut t = Tunnel {
-        client,
-        backend,
-        up: Half::default(),
-        down: Half::default(),
-        last: Instant::now(),
-        idle,
-        fin_deadline: None,
-    };
-    async move {
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(t.last + t.idle));
-        let mut stopped = std::pin::pin!(stop.cancelled_owned());
-        poll_fn(|cx| t.poll_run(cx, timer.as_mut(), stopped.as_mut())).await;
-        Moved {
+    let spread_ms = u32::try_from(opts.spread.as_millis()).unwrap_or(u32::MAX);
+    let last = Instant::now();
+    Run {
+        t: Tunnel {
+            client,
+            backend,
+            up: Half::new(opts.websocket),
+            down: Half::new(opts.websocket),
+            last,
+            idle: opts.idle,
+            deadline: None,
+            spread_ms,
+            websocket: opts.websocket,
+            stopped: false,
+            goodbye: None,
+            closing: false,
+        },
+        timer: tokio::time::sleep_until(last + opts.idle),
+        stop,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`run`] returns.
+    pub struct Run<C, B, S> {
+        t: Tunnel<C, B>,
+        #[pin]
+        timer: Sleep,
+        #[pin]
+        stop: S,
+    }
+}
+
+impl<C, B, S> Future for Run<C, B, S>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+    S: Future<Output = Ending>,
+{
+    type Output = Moved;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Moved> {
+        let this = self.project();
+        let t = this.t;
+        ready!(t.poll_run(cx, this.timer, this.stop));
+        Poll::Ready(Moved {
             to_backend: t.up.moved,
             to_client: t.down.moved,
-        }
+            // Other upgrades are cut: no goodbye to report.
+            goodbye: t.goodbye.filter(|_| t.websocket),
+            close_sent: t.down.close_sent,
+        })
     }
+}
+
+/// Which direction failed, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broke {
+    /// The reader failed.
+    Read,
+    /// The reader ended in the middle of a WebSocket (no close frame came).
+    Eof,
+    /// The writer failed.
+    Write,
 }
 
 /// Both sides and both directions: `up` reads the client and writes the
@@ -106,8 +237,17 @@ struct Tunnel<C, B> {
     /// When the last byte was read, either way (for the idle timeout).
     last: Instant,
     idle: Duration,
-    /// Set when the first direction has finished.
-    fin_deadline: Option<Instant>,
+    /// The FIN timeout once a direction has finished; while a goodbye waits,
+    /// when it begins; while it runs, when it is cut short.
+    deadline: Option<Instant>,
+    /// The goodbye spread, in milliseconds.
+    spread_ms: u32,
+    websocket: bool,
+    /// The `stop` future has resolved (it is not polled again).
+    stopped: bool,
+    goodbye: Option<Goodbye>,
+    /// The goodbye runs.
+    closing: bool,
 }
 
 impl<C, B> Tunnel<C, B>
@@ -116,26 +256,58 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
 {
     /// Runs the tunnel: ready when it has ended (both directions done, an
-    /// error, idle, the FIN timeout, or `stop`).
+    /// error, idle, the FIN timeout, a stop, or the goodbye done).
     ///
     /// `timer` is armed for the earliest moment the tunnel could time out; it
     /// is re-armed only when it fires, so traffic costs no timer updates.
-    fn poll_run(
+    fn poll_run<S: Future<Output = Ending>>(
         &mut self,
         cx: &mut Context<'_>,
         mut timer: Pin<&mut Sleep>,
-        stopped: Pin<&mut impl Future<Output = ()>>,
+        stop: Pin<&mut S>,
     ) -> Poll<()> {
-        if stopped.poll(cx).is_ready() {
-            return Poll::Ready(());
+        if !self.stopped
+            && let Poll::Ready(why) = stop.poll(cx)
+        {
+            self.stopped = true;
+            if self.goodbye.is_none() {
+                self.goodbye = Some(why.into());
+                let delay = match self.spread_ms {
+                    0 => Duration::ZERO,
+                    n => Duration::from_millis(rand::random_range(0..u64::from(n))),
+                };
+                if delay.is_zero() {
+                    if !self.websocket {
+                        return Poll::Ready(());
+                    }
+                    self.begin_closing(why.into(), timer.as_mut());
+                    return self.poll_closing(cx, timer);
+                }
+                let at = Instant::now() + delay;
+                self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
+                let first = at.min(timer.deadline());
+                timer.as_mut().reset(first);
+            }
+        }
+        if self.closing {
+            return self.poll_closing(cx, timer);
         }
         while let Poll::Ready(r) = self.poll_step(cx) {
-            if r.is_err() || (self.up.done && self.down.done) {
-                return Poll::Ready(());
+            match r {
+                Err((up, broke)) if self.websocket => {
+                    let Some(g) = self.broken(up, broke) else {
+                        return Poll::Ready(());
+                    };
+                    self.begin_closing(g, timer.as_mut());
+                    return self.poll_closing(cx, timer);
+                }
+                Err(_) => return Poll::Ready(()),
+                Ok(()) if self.up.done && self.down.done => return Poll::Ready(()),
+                Ok(()) => {}
             }
-            if self.fin_deadline.is_none() {
+            if self.deadline.is_none() {
                 let fin = Instant::now() + FIN_TIMEOUT;
-                self.fin_deadline = Some(fin);
+                self.deadline = Some(fin);
                 if fin < timer.deadline() {
                     timer.as_mut().reset(fin);
                 }
@@ -144,18 +316,75 @@ where
         while timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             let idle_at = self.last + self.idle;
-            let fin = self.fin_deadline.unwrap_or(idle_at);
-            if now >= idle_at || now >= fin {
-                return Poll::Ready(());
+            let due = self.deadline.is_some_and(|d| now >= d);
+            if due || now >= idle_at {
+                let g = match self.goodbye {
+                    Some(g) if due => g,
+                    _ if now >= idle_at => Goodbye::Idle,
+                    _ => return Poll::Ready(()), // the FIN timeout
+                };
+                if !self.websocket {
+                    return Poll::Ready(());
+                }
+                self.begin_closing(g, timer.as_mut());
+                return self.poll_closing(cx, timer);
             }
-            timer.as_mut().reset(idle_at.min(fin));
+            timer
+                .as_mut()
+                .reset(self.deadline.map_or(idle_at, |d| d.min(idle_at)));
+        }
+        Poll::Pending
+    }
+
+    /// Marks what broke; says which goodbye that calls for, if any: none
+    /// when the side that broke had sent its close frame (it said goodbye).
+    fn broken(&mut self, up: bool, broke: Broke) -> Option<Goodbye> {
+        let half = if up { &mut self.up } else { &mut self.down };
+        match broke {
+            Broke::Read | Broke::Eof => half.eof = true,
+            Broke::Write => half.wdead = true,
+        }
+        // `up` reads the client and writes the backend.
+        if up == (broke == Broke::Write) {
+            (!self.down.frames.close_seen()).then_some(Goodbye::BackendLost)
+        } else {
+            (!self.up.frames.close_seen()).then_some(Goodbye::ClientGone)
+        }
+    }
+
+    fn begin_closing(&mut self, g: Goodbye, mut timer: Pin<&mut Sleep>) {
+        self.goodbye = Some(g);
+        self.closing = true;
+        let end = Instant::now() + CLOSE_TIMEOUT;
+        self.deadline = Some(end);
+        timer.as_mut().reset(end);
+    }
+
+    /// The goodbye: ready when both directions are through it, or at its
+    /// deadline.
+    fn poll_closing(&mut self, cx: &mut Context<'_>, timer: Pin<&mut Sleep>) -> Poll<()> {
+        let code = self.goodbye.map_or(1001, Goodbye::code);
+        let reason = self.goodbye.map_or("", Goodbye::reason);
+        let Self {
+            client,
+            backend,
+            up,
+            down,
+            ..
+        } = self;
+        let to_backend = || close_frame(code, reason, Some(rand::random()));
+        let to_client = || close_frame(code, reason, None);
+        let up_done = up.poll_close(cx, client, backend, to_backend).is_ready();
+        let down_done = down.poll_close(cx, backend, client, to_client).is_ready();
+        if (up_done && down_done) || timer.poll(cx).is_ready() {
+            return Poll::Ready(());
         }
         Poll::Pending
     }
 
     /// Moves what can be moved both ways; ready when a direction has finished
-    /// (EOF passed on) or failed.
-    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// (EOF passed on) or failed (`true` for `up`).
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), (bool, Broke)>> {
         let Self {
             client,
             backend,
@@ -167,15 +396,28 @@ where
         if !up.done
             && let Poll::Ready(r) = up.poll_copy(cx, client, backend, last)
         {
-            return Poll::Ready(r);
+            return Poll::Ready(r.map_err(|b| (true, b)));
         }
         if !down.done
             && let Poll::Ready(r) = down.poll_copy(cx, backend, client, last)
         {
-            return Poll::Ready(r);
+            return Poll::Ready(r.map_err(|b| (false, b)));
         }
         Poll::Pending
     }
+}
+
+/// Where a direction is in a goodbye.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Passing the reader's bytes on up to the end of the frame in flight.
+    #[default]
+    ToBoundary,
+    /// Writing the close frame (if one can go) and shutting the writer down.
+    Sending,
+    /// Reading and dropping until the reader's own close frame or its end.
+    Draining,
+    Done,
 }
 
 /// One direction of the tunnel.
@@ -187,14 +429,30 @@ struct Half {
     written: usize,
     /// The writer took bytes since its last flush (TLS holds them until then).
     flush: bool,
-    /// The reader has ended: flush, shut the writer down, and this half is done.
+    /// The reader has ended (or, in a goodbye, failed).
     eof: bool,
+    /// EOF passed on (the writer shut down): this half is done.
     done: bool,
     /// Bytes the writer has taken.
     moved: u64,
+    /// Follow WebSocket frames.
+    track: bool,
+    frames: Frames,
+    phase: Phase,
+    /// The writer failed; nothing more goes to it.
+    wdead: bool,
+    /// A close frame of latch's was written (and flushed) to the writer.
+    close_sent: bool,
 }
 
 impl Half {
+    fn new(track: bool) -> Half {
+        Half {
+            track,
+            ..Half::default()
+        }
+    }
+
     /// Copies `r` to `w` until `r` has nothing more for now or `w` pushes back
     /// (pending), or until `r` ended and `w` has been shut down (ready).
     fn poll_copy<R, W>(
@@ -203,15 +461,18 @@ impl Half {
         r: &mut R,
         w: &mut W,
         last: &mut Instant,
-    ) -> Poll<io::Result<()>>
+    ) -> Poll<Result<(), Broke>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         for _ in 0..READS_PER_POLL {
-            ready!(self.poll_drain(cx, w))?;
+            ready!(self.poll_drain(cx, w)).map_err(|_| Broke::Write)?;
             if self.eof {
-                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                if self.track && !self.frames.close_seen() {
+                    return Poll::Ready(Err(Broke::Eof));
+                }
+                ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(|_| Broke::Write)?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
@@ -255,418 +516,162 @@ impl Half {
         r: &mut R,
         w: &mut W,
         last: &mut Instant,
-    ) -> Poll<io::Result<()>>
+    ) -> Poll<Result<(), Broke>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         with_scratch(|buf| {
             let mut rb = ReadBuf::new(buf);
-            ready!(Pin::new(&mut *r).poll_read(cx, &mut rb))?;
+            ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)).map_err(|_| Broke::Read)?;
             let data = rb.filled();
             if data.is_empty() {
                 self.eof = true;
                 return Poll::Ready(Ok(()));
             }
             *last = Instant::now();
-            let mut at = 0;
-            while at < data.len() {
-                match Pin::new(&mut *w).poll_write(cx, &data[at..]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => at += n,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
+            if self.track {
+                self.frames.advance(data, false);
+            }
+            self.write_or_hold(cx, w, data).map_err(|_| Broke::Write)
+        })
+    }
+
+    /// Writes `data` on; what the writer does not take is kept in
+    /// `unwritten` (pending then: the writer will wake us).
+    fn write_or_hold<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+        data: &[u8],
+    ) -> Poll<io::Result<()>>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let mut at = 0;
+        while at < data.len() {
+            match Pin::new(&mut *w).poll_write(cx, &data[at..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => at += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        self.moved += at as u64;
+        self.flush |= at > 0;
+        if at < data.len() {
+            self.unwritten = data[at..].to_vec();
+            self.written = 0;
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// This direction's part of a goodbye: the frame in flight goes on, then
+    /// `frame()` (unless the frame was cut or the reader already sent its
+    /// own close), the writer is shut down, and the reader is read (and
+    /// dropped) until its close frame or its end. Ready when all that is done.
+    fn poll_close<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        frame: impl Fn() -> Vec<u8>,
+    ) -> Poll<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            // The close handshake went through before: EOF passed on.
+            self.phase = Phase::Done;
+        }
+        for _ in 0..READS_PER_POLL {
+            match self.phase {
+                Phase::ToBoundary => {
+                    if !self.wdead && ready!(self.poll_drain(cx, w)).is_err() {
+                        self.wdead = true;
+                    }
+                    if self.wdead || self.eof || self.frames.at_boundary() {
+                        if !self.wdead && self.frames.at_boundary() && !self.frames.close_seen() {
+                            self.unwritten = frame();
+                            self.written = 0;
+                            self.flush = true;
+                            self.close_sent = true;
+                        }
+                        self.phase = Phase::Sending;
+                        continue;
+                    }
+                    ready!(self.poll_pass_to_boundary(cx, r, w));
                 }
+                Phase::Sending => {
+                    if !self.wdead && ready!(self.poll_drain(cx, w)).is_err() {
+                        self.wdead = true;
+                        self.close_sent = false; // it did not get through
+                    }
+                    if !self.wdead && ready!(Pin::new(&mut *w).poll_shutdown(cx)).is_err() {
+                        self.wdead = true;
+                    }
+                    self.phase = Phase::Draining;
+                }
+                Phase::Draining => {
+                    if self.eof || self.frames.close_done() {
+                        self.phase = Phase::Done;
+                        continue;
+                    }
+                    ready!(self.poll_discard(cx, r));
+                }
+                Phase::Done => return Poll::Ready(()),
             }
-            self.moved += at as u64;
-            self.flush |= at > 0;
-            if at < data.len() {
-                self.unwritten = data[at..].to_vec();
-                self.written = 0;
-                return Poll::Pending;
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// One read: what belongs to the frame in flight is written on, the rest
+    /// is dropped (but followed, to see the reader's close frame).
+    fn poll_pass_to_boundary<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        with_scratch(|buf| {
+            let mut rb = ReadBuf::new(buf);
+            if ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)).is_err() || rb.filled().is_empty() {
+                self.eof = true;
+                return Poll::Ready(());
             }
-            Poll::Ready(Ok(()))
+            let data = rb.filled();
+            let n = self.frames.advance(data, true);
+            self.frames.advance(&data[n..], false);
+            match self.write_or_hold(cx, w, &data[..n]) {
+                Poll::Ready(Err(_)) => self.wdead = true,
+                // Held: `ToBoundary` drains it first.
+                Poll::Pending | Poll::Ready(Ok(())) => {}
+            }
+            Poll::Ready(())
+        })
+    }
+
+    /// One read, dropped but followed.
+    fn poll_discard<R: AsyncRead + Unpin>(&mut self, cx: &mut Context<'_>, r: &mut R) -> Poll<()> {
+        with_scratch(|buf| {
+            let mut rb = ReadBuf::new(buf);
+            if ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)).is_err() || rb.filled().is_empty() {
+                self.eof = true;
+            } else {
+                self.frames.advance(rb.filled(), false);
+            }
+            Poll::Ready(())
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
-
-    /// A writer that takes at most 3 bytes a call and says "not now" every
-    /// other call (waking itself), in front of a duplex.
-    struct Trickle {
-        io: DuplexStream,
-        refuse: bool,
-    }
-
-    impl AsyncRead for Trickle {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.refuse = !self.refuse;
-            if self.refuse {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            let n = buf.len().min(3);
-            Pin::new(&mut self.io).poll_write(cx, &buf[..n])
-        }
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_flush(cx)
-        }
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_shutdown(cx)
-        }
-    }
-
-    /// An endless reader that counts what it hands out.
-    struct Counting(u64);
-
-    impl AsyncRead for Counting {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let n = buf.remaining();
-            buf.put_slice(&vec![7; n]);
-            self.0 += n as u64;
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    /// A writer that takes `room` bytes, then nothing more.
-    struct Full {
-        room: usize,
-    }
-
-    impl AsyncWrite for Full {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.room);
-            self.room -= n;
-            if n == 0 {
-                Poll::Pending
-            } else {
-                Poll::Ready(Ok(n))
-            }
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    /// Deterministic bytes for the transfer tests (xorshift64).
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    /// Writes `data` in chunks of pseudo-random size, then half-closes.
-    async fn send_all<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8], seed: u64) {
-        let sizes = noise(seed, data.len());
-        let mut at = 0;
-        for s in sizes {
-            if at == data.len() {
-                break;
-            }
-            let n = (1 + usize::from(s) * 37).min(data.len() - at);
-            w.write_all(&data[at..at + n]).await.unwrap();
-            at += n;
-        }
-        w.shutdown().await.unwrap();
-    }
-
-    fn tunnel(
-        client: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        backend: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    ) -> tokio::task::JoinHandle<Moved> {
-        tokio::spawn(run(
-            client,
-            backend,
-            Duration::from_secs(60),
-            CancellationToken::new(),
-        ))
-    }
-
-    #[tokio::test]
-    async fn moves_bytes_both_ways_and_propagates_close() {
-        let (client_end, client) = duplex(64);
-        let (backend_end, backend) = duplex(64);
-        let t = tunnel(client, backend);
-        let (mut c, mut b) = (client_end, backend_end);
-        c.write_all(b"hello backend").await.unwrap();
-        let mut got = [0u8; 13];
-        b.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"hello backend");
-        b.write_all(b"hi").await.unwrap();
-        let mut got = [0u8; 2];
-        c.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"hi");
-        // Backend goes away: the client must see EOF, and the tunnel must end.
-        drop(b);
-        let mut rest = Vec::new();
-        c.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-        let moved = tokio::time::timeout(Duration::from_secs(10), t)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            moved,
-            Moved {
-                to_backend: 13,
-                to_client: 2
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn client_half_close_leaves_the_other_way_open() {
-        let (mut c, client) = duplex(64);
-        let (mut b, backend) = duplex(64);
-        let t = tunnel(client, backend);
-        c.write_all(b"last words").await.unwrap();
-        c.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        b.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"last words");
-        b.write_all(b"answer").await.unwrap();
-        let mut got = [0u8; 6];
-        c.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"answer");
-        drop(b);
-        let moved = tokio::time::timeout(Duration::from_secs(10), t)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((moved.to_backend, moved.to_client), (10, 6));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn second_direction_gets_fin_timeout() {
-        let (c, client) = duplex(64);
-        let (_b, backend) = duplex(64);
-        let started = Instant::now();
-        let t = tunnel(client, backend);
-        drop(c); // the client is gone; the backend never answers
-        t.await.unwrap();
-        let took = started.elapsed();
-        assert!(took >= FIN_TIMEOUT && took < FIN_TIMEOUT * 2, "{took:?}");
-    }
-
-    #[tokio::test]
-    async fn writer_holding_bytes_is_flushed() {
-        // A writer that passes bytes on only when flushed, like a TLS stream.
-        let (mut c, client) = duplex(1024);
-        let (mut b, backend) = duplex(1024);
-        let _t = tunnel(tokio::io::BufWriter::new(client), backend);
-        b.write_all(b"ping").await.unwrap();
-        let mut got = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut got))
-            .await
-            .expect("bytes held in an unflushed writer")
-            .unwrap();
-        assert_eq!(&got, b"ping");
-    }
-
-    #[tokio::test]
-    async fn held_remainder_stops_reading() {
-        let mut half = Half::default();
-        let (mut r, mut w) = (Counting(0), Full { room: 1000 });
-        let mut last = Instant::now();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        for _ in 0..5 {
-            assert!(
-                half.poll_copy(&mut cx, &mut r, &mut w, &mut last)
-                    .is_pending()
-            );
-        }
-        // One read's worth, no more: 1000 bytes written, the rest held.
-        assert_eq!(r.0, SCRATCH as u64);
-        assert_eq!(half.moved, 1000);
-        assert_eq!(half.unwritten.len() - half.written, SCRATCH - 1000);
-        // Room again: the remainder goes out, is freed, and reading resumes.
-        w.room = SCRATCH;
-        assert!(
-            half.poll_copy(&mut cx, &mut r, &mut w, &mut last)
-                .is_pending()
-        );
-        assert_eq!(half.moved, SCRATCH as u64 + 1000);
-        assert_eq!(r.0, 2 * SCRATCH as u64);
-        assert_eq!(half.unwritten.len() - half.written, SCRATCH - 1000);
-    }
-
-    #[tokio::test]
-    async fn idle_half_holds_no_buffer() {
-        let (mut c, client) = duplex(64);
-        let (mut b, backend) = duplex(64);
-        let mut t = Tunnel {
-            client,
-            backend,
-            up: Half::default(),
-            down: Half::default(),
-            last: Instant::now(),
-            idle: Duration::from_secs(60),
-            fin_deadline: None,
-        };
-        c.write_all(b"x").await.unwrap();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(t.poll_step(&mut cx).is_pending());
-        let mut got = [0u8; 1];
-        b.read_exact(&mut got).await.unwrap();
-        assert_eq!(t.up.unwritten.capacity() + t.down.unwritten.capacity(), 0);
-        assert_eq!(t.up.moved, 1);
-    }
-
-    #[tokio::test]
-    async fn slow_writer_pushes_back_and_loses_nothing() {
-        let (mut c, client) = duplex(16);
-        let (mut b, backend) = duplex(16);
-        let slow = Trickle {
-            io: client,
-            refuse: false,
-        };
-        let t = tunnel(slow, backend);
-        let data = noise(1, 256 * 1024);
-        let sent = data.clone();
-        let writer = tokio::spawn(async move {
-            send_all(&mut b, &sent, 2).await;
-            b
-        });
-        // Nobody reads the client end: the tunnel holds at most one read, so
-        // the backend cannot get its 256 KiB out.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!writer.is_finished());
-        let mut got = Vec::new();
-        c.read_to_end(&mut got).await.unwrap();
-        assert!(got == data, "bytes lost or reordered");
-        drop(writer.await.unwrap());
-        drop(c);
-        let moved = tokio::time::timeout(Duration::from_secs(10), t)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(moved.to_client, data.len() as u64);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn large_random_transfers_both_ways() {
-        const LEN: usize = 8 << 20;
-        let (c, client) = duplex(997);
-        let (b, backend) = duplex(4093);
-        let t = tunnel(client, backend);
-        let (up, down) = (noise(3, LEN), noise(4, LEN));
-        let (up2, down2) = (up.clone(), down.clone());
-        let (mut cr, mut cw) = tokio::io::split(c);
-        let (mut br, mut bw) = tokio::io::split(b);
-        let jobs = [
-            tokio::spawn(async move {
-                send_all(&mut cw, &up2, 5).await;
-                Vec::new()
-            }),
-            tokio::spawn(async move {
-                send_all(&mut bw, &down2, 6).await;
-                Vec::new()
-            }),
-            tokio::spawn(async move {
-                let mut v = Vec::new();
-                br.read_to_end(&mut v).await.unwrap();
-                v
-            }),
-            tokio::spawn(async move {
-                let mut v = Vec::new();
-                cr.read_to_end(&mut v).await.unwrap();
-                v
-            }),
-        ];
-        let mut out = Vec::new();
-        for j in jobs {
-            out.push(
-                tokio::time::timeout(Duration::from_secs(60), j)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
-        }
-        assert!(out[2] == up, "client to backend: bytes lost or reordered");
-        assert!(out[3] == down, "backend to client: bytes lost or reordered");
-        let moved = t.await.unwrap();
-        assert_eq!(
-            moved,
-            Moved {
-                to_backend: LEN as u64,
-                to_client: LEN as u64
-            }
-        );
-    }
-
-    #[test]
-    fn tunnel_state_is_small() {
-        // The state an idle tunnel keeps (its task holds this future), for the
-        // sides forward.rs gives it.
-        type Client = crate::http1::ClientIo;
-        type Backend = crate::backend::conn::Upgraded;
-        fn size<F: Fn(Client, Backend) -> Fut, Fut>(_: F) -> usize {
-            std::mem::size_of::<Fut>()
-        }
-        let n = size(|c, b| run(c, b, Duration::from_secs(1), CancellationToken::new()));
-        assert!(n <= 512, "the tunnel future grew to {n} bytes");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_tunnel_is_closed() {
-        let (_c, client) = duplex(64);
-        let (_b, backend) = duplex(64);
-        let idle = Duration::from_secs(30);
-        let started = Instant::now();
-        run(client, backend, idle, CancellationToken::new()).await;
-        assert!(started.elapsed() >= idle);
-    }
-
-    #[tokio::test]
-    async fn stop_ends_tunnel() {
-        let (_c, client) = duplex(64);
-        let (_b, backend) = duplex(64);
-        let stop = CancellationToken::new();
-        let t = tokio::spawn(run(
-            client,
-            backend,
-            Duration::from_secs(3600),
-            stop.clone(),
-        ));
-        stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), t)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
+#[path = "tunnel_tests.rs"]
+mod tests;

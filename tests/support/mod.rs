@@ -12,10 +12,12 @@ pub mod faults;
 pub mod faulty;
 pub mod http_client;
 pub mod lb;
+pub mod node;
 pub mod pattern;
 pub mod raw_http;
 pub mod tls;
 pub mod ws_client;
+pub mod ws_recorder;
 
 use std::future::Future;
 use std::time::Duration;
