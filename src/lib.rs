@@ -27,6 +27,7 @@ pub mod balance;
 pub mod body;
 pub mod config;
 pub mod demo;
+pub mod discover;
 pub mod health;
 pub mod listener;
 pub mod log;
@@ -87,6 +88,10 @@ struct Inner {
     conns: TaskTracker,
     /// The config in force and what runs for it; reloads take turns here.
     generation: Mutex<reload::Generation>,
+    /// Servers found by DNS discovery, by upstream (outlives reloads).
+    discovery: discover::Registry,
+    /// This instance, for the tasks it starts (discovery).
+    this: std::sync::Weak<Inner>,
 }
 
 /// Binds every listener (and the admin listener) of `config` and starts serving.
@@ -98,7 +103,10 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     let ids: Vec<u64> = bound.iter().map(|b| b.id).collect();
     let pool = backend::Pool::default();
     let metrics = Arc::new(metrics::Metrics::new());
-    let routing = Routing::build(&config, &ids, &pool, &metrics).map_err(StartError::Upstream)?;
+    let discovery = discover::Registry::default();
+    discover::first(&config, &discovery, &metrics).await;
+    let routing = Routing::build(&discovery.effective(&config), &ids, &pool, &metrics)
+        .map_err(StartError::Upstream)?;
     let shared = Arc::new(Shared {
         routing: ArcSwap::from_pointee(routing),
         pool,
@@ -128,6 +136,8 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
             config.clone(),
             stop_accepting.child_token(),
         )),
+        discovery,
+        this: weak.clone(),
     });
     {
         let mut generation = inner.generation();

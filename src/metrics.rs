@@ -85,6 +85,10 @@ pub struct Metrics {
     check_duration: Durations,
     /// Every client listener's connection counts (read at each scrape).
     listeners: listener::Listeners,
+    /// DNS resolutions by upstream and result.
+    dns_resolutions: Family<dns::DnsLabels, Counter>,
+    /// The last resolution of each discovering upstream (for `/status`).
+    dns: dns::Statuses,
 }
 
 impl Default for Metrics {
@@ -105,6 +109,8 @@ impl Metrics {
             checks: Family::default(),
             check_duration: Family::new_with_constructor(durations),
             listeners: listener::Listeners::default(),
+            dns_resolutions: Family::default(),
+            dns: dns::Statuses::default(),
         };
         let mut r = Registry::default();
         r.register(
@@ -131,6 +137,11 @@ impl Metrics {
             "Time an active health probe took",
             Unit::Seconds,
             m.check_duration.clone(),
+        );
+        r.register(
+            "latch_dns_resolutions",
+            "DNS resolutions of discover names, by result (ok, nxdomain, empty, error)",
+            m.dns_resolutions.clone(),
         );
         // Both outcomes exist from the start, so `rate()` sees the first one.
         for outcome in ["ok", "error"] {
@@ -200,6 +211,31 @@ impl Metrics {
         };
         let histogram = self.check_duration.get_or_create(&upstream);
         histogram.observe(elapsed.as_secs_f64());
+    }
+
+    /// One resolution of `upstream`'s discover name; `result` is `ok`,
+    /// `nxdomain`, `empty` or `error`.
+    pub fn dns_resolution(&self, upstream: &str, result: &'static str) {
+        let labels = dns::DnsLabels {
+            upstream: upstream.to_owned(),
+            result,
+        };
+        self.dns_resolutions.get_or_create(&labels).inc();
+    }
+
+    /// Records `upstream`'s last resolution, shown by `/status`.
+    pub fn set_dns_status(&self, upstream: &str, status: DnsStatus) {
+        self.dns.set(upstream, status);
+    }
+
+    /// Every discovering upstream's last resolution, by upstream name.
+    pub fn dns_statuses(&self) -> Vec<(String, DnsStatus)> {
+        self.dns.all()
+    }
+
+    /// Forgets the statuses of upstreams that no longer discover.
+    pub fn retain_dns(&self, keep: &dyn Fn(&str) -> bool) {
+        self.dns.retain(keep);
     }
 
     /// Counts for a client listener bound at `addr`, shown until the
@@ -291,9 +327,11 @@ fn status_class(status: u16) -> &'static str {
     CLASS_NAMES[class_index(status)]
 }
 
+mod dns;
 mod listener;
 mod pool;
 
+pub use dns::DnsStatus;
 pub use listener::ListenerStats;
 pub use pool::{STATES, server_state};
 
