@@ -8,6 +8,7 @@
 pub mod backend;
 mod backend_ws;
 pub mod child;
+pub mod dns;
 pub mod faults;
 pub mod faulty;
 pub mod http_client;
@@ -20,7 +21,7 @@ pub mod ws_client;
 use std::future::Future;
 use std::time::Duration;
 
-pub use backend::{Backend, spawn_backend, spawn_tls_backend};
+pub use backend::{Backend, spawn_backend, spawn_backend_on, spawn_tls_backend};
 #[allow(unused_imports)] // re-exports; each test file uses a subset
 pub use child::{Child, Lines, free_port};
 #[allow(unused_imports)]
