@@ -8,6 +8,7 @@
 pub mod backend;
 mod backend_ws;
 pub mod child;
+pub mod cluster;
 pub mod dns;
 pub mod faults;
 pub mod faulty;
