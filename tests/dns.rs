@@ -289,3 +289,104 @@ async fn srv_targets_are_server_ids_so_a_pin_survives_a_move() {
         "the pin follows the SRV target to its new address"
     );
 }
+
+/// The error for `[upstream.app]` with `body`: (line, key, message).
+fn discover_err(body: &str) -> (usize, String, String) {
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\n{body}\n"
+    );
+    match latch::Config::parse(&text, std::path::Path::new("t.toml")) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => (e.line, e.key, e.message),
+    }
+}
+
+#[test]
+fn discover_keys_are_checked_without_resolving_anything() {
+    let cases: [(&str, &str, &str); 10] = [
+        (
+            r#"discover = { name = "a.test", port = 80, ttl = 5 }"#,
+            "upstream.app.discover.ttl",
+            "unknown field",
+        ),
+        (
+            r#"discover = { name = "a.test" }"#,
+            "upstream.app.discover.port",
+            "needs `port`",
+        ),
+        (
+            r#"discover = { name = "_a._tcp.test", type = "SRV", port = 80 }"#,
+            "upstream.app.discover.port",
+            "own port",
+        ),
+        (
+            r#"discover = { name = "a.test", port = 80, type = "MX" }"#,
+            "upstream.app.discover.type",
+            "unknown variant",
+        ),
+        (
+            r#"discover = { name = "a.test", port = 80, min_interval = "5s", max_interval = "1s" }"#,
+            "upstream.app.discover.max_interval",
+            "less than min_interval",
+        ),
+        (
+            r#"discover = { name = "a.test", port = 80, min_interval = "0" }"#,
+            "upstream.app.discover.min_interval",
+            "more than 0",
+        ),
+        (
+            r#"discover = { name = "10.0.0.1", port = 80 }"#,
+            "upstream.app.discover.name",
+            "not a name",
+        ),
+        (
+            "discover = { name = \"a.test\", port = 80 }\nresolver = \"dns.example\"",
+            "upstream.app.resolver",
+            "invalid resolver",
+        ),
+        (
+            "servers = [{ addr = \"127.0.0.1:1\" }]\nresolver = \"127.0.0.1:53\"",
+            "upstream.app.resolver",
+            "only used with `discover`",
+        ),
+        (
+            "balance = \"round_robin\"",
+            "upstream.app.servers",
+            "or `discover`",
+        ),
+    ];
+    for (body, key, words) in cases {
+        let (line, k, message) = discover_err(body);
+        assert_eq!(k, key, "{body}: {message}");
+        assert!(
+            message.contains(words),
+            "{body}: {message:?} lacks {words:?}"
+        );
+        assert!(line >= 4, "{body}: line {line}");
+    }
+    // Valid: an unresolvable name and an unreachable resolver are fine to
+    // `check`; resolution happens only when latch runs.
+    let ok = "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n[upstream.app]\n\
+              discover = { name = \"nowhere.invalid\", port = 80 }\nresolver = \"127.0.0.1:9\"\n";
+    let c = latch::Config::parse(ok, std::path::Path::new("t.toml")).expect("valid");
+    let d = c.upstreams["app"].discover.as_ref().expect("discover");
+    assert_eq!(
+        (d.min_interval, d.max_interval),
+        (Duration::from_secs(1), Duration::from_secs(30))
+    );
+    assert_eq!(d.resolver, Some("127.0.0.1:9".parse().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_never_resolves_starts_empty_and_answers_503() {
+    // Nothing listens on the resolver's port: every lookup fails.
+    let port = support::free_port();
+    let dead: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let lb = spawn_lb(&config(dead, r#"name = "app.test", port = 80"#, "")).await;
+    assert!(in_force(&lb).is_empty());
+    let (status, _, _) = http_get(lb.addr(), "localhost", "/name").await;
+    assert_eq!(status, 503, "no server yet: 503, not a hang or a panic");
+    let admin = lb.handle.admin_addr().expect("admin");
+    let status = status_json(admin).await;
+    assert_eq!(status["upstreams"][0]["discover"]["ok"], false);
+}
