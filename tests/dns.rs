@@ -390,3 +390,68 @@ async fn a_name_that_never_resolves_starts_empty_and_answers_503() {
     let status = status_json(admin).await;
     assert_eq!(status["upstreams"][0]["discover"]["ok"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_appears_ramps_up_with_slow_start() {
+    let fleet = Fleet::start(2, 3).await;
+    let dns = Dnsmasq::start(&fleet.hosts("app.test", 0..2), &[]).await;
+    let discover = format!(r#"name = "app.test", port = {}"#, fleet.port);
+    let lb = spawn_lb(&config(dns.addr, &discover, "slow_start = \"1h\"")).await;
+    dns.set_hosts(&fleet.hosts("app.test", 0..3), "app.test")
+        .await;
+    let all: Vec<SocketAddr> = (0..3).map(|i| fleet.addr(i)).collect();
+    follows(&lb, &all, "grow 2 -> 3 with slow start").await;
+    let weights: Vec<(SocketAddr, u64)> = lb.handle.snapshot().upstreams["app"]
+        .backends
+        .iter()
+        .map(|b| (b.addr, b.condition.weight_permille()))
+        .collect();
+    for (addr, permille) in weights {
+        if addr == fleet.addr(2) {
+            assert!(permille < 200, "the new server starts low: {permille}‰");
+        } else {
+            assert_eq!(permille, 1000, "servers there from the start do not ramp");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_discovered_servers_and_a_changed_name_is_resolved_anew() {
+    let fleet = Fleet::start(2, 3).await;
+    let mut hosts = fleet.hosts("app.test", 0..2);
+    hosts.extend(fleet.hosts("other.test", 2..3));
+    let dns = Dnsmasq::start(&hosts, &[]).await;
+    let text = |name: &str| {
+        let discover = format!(r#"name = "{name}", port = {}"#, fleet.port);
+        config(dns.addr, &discover, "")
+    };
+    let lb = spawn_lb(&text("app.test")).await;
+    let two: Vec<SocketAddr> = (0..2).map(|i| fleet.addr(i)).collect();
+    assert_eq!(in_force(&lb), two);
+    let server = lb.handle.snapshot().upstreams["app"].backends[0]
+        .server()
+        .clone();
+
+    // The same spec: the discovered servers stay in force through the
+    // reload (no moment without them), as the same pool servers.
+    let parse = |t: &str| latch::Config::parse(t, std::path::Path::new("t.toml")).expect("valid");
+    lb.handle.reload(parse(&text("app.test"))).expect("reload");
+    assert_eq!(
+        in_force(&lb),
+        two,
+        "a reload must not drop discovered servers"
+    );
+    let after = lb.handle.snapshot().upstreams["app"].backends[0]
+        .server()
+        .clone();
+    assert!(
+        std::sync::Arc::ptr_eq(&server, &after),
+        "the same pool server"
+    );
+
+    // Another name: its own servers replace the old name's.
+    lb.handle
+        .reload(parse(&text("other.test")))
+        .expect("reload");
+    follows(&lb, &[fleet.addr(2)], "reload to another name").await;
+}

@@ -22,7 +22,7 @@
 
 pub mod resolve;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Inner;
+use crate::backend::ServerKey;
 use crate::config::{Config, DiscoverConfig, ServerConfig};
 use crate::metrics::DnsStatus;
 use crate::proxy::Routing;
@@ -232,8 +233,24 @@ impl Inner {
         let effective = self.discovery.effective(&config);
         let ids: Vec<u64> = current.listeners.iter().map(|l| l.id).collect();
         let shared = &self.shared;
+        let known: HashSet<ServerKey> = shared
+            .pool
+            .all()
+            .iter()
+            .map(|s| (s.upstream.clone(), s.id.clone(), s.addr))
+            .collect();
         match Routing::build(&effective, &ids, &shared.pool, &shared.metrics) {
             Ok(next) => {
+                // Servers that appeared ramp up, as ones coming back do.
+                for b in next
+                    .upstreams
+                    .get(upstream)
+                    .map_or(&[][..], |u| &u.backends)
+                {
+                    if !known.contains(&(b.upstream.clone(), b.id.clone(), b.addr)) {
+                        b.condition.start_ramp();
+                    }
+                }
                 shared.routing.store(Arc::new(next));
                 info!(upstream, name = %spec.name, from = before, to = self.discovery.count(upstream), "servers from DNS changed");
                 self.apply_pool(&mut current, &config);
@@ -257,6 +274,11 @@ impl Task {
             Ok(r) => r,
             Err(why) => {
                 warn!(upstream = %self.upstream, %why, "DNS discovery cannot start");
+                if let Some(inner) = self.inner.upgrade() {
+                    let result = format!("error: {why}");
+                    let s = status(&self.spec, false, result, 0, 1, Duration::ZERO);
+                    inner.shared.metrics.set_dns_status(&self.upstream, s);
+                }
                 return;
             }
         };
@@ -279,8 +301,14 @@ impl Task {
                     failures = 0;
                     metrics.dns_resolution(up, "ok");
                     let n = servers.len();
-                    // Blocking only for the routing build (no I/O).
-                    inner.rediscovered(up, &self.spec, servers);
+                    // The generation lock can be held by a reload: wait for
+                    // it off the async workers.
+                    let (task_inner, name, spec) =
+                        (inner.clone(), self.upstream.clone(), self.spec.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        task_inner.rediscovered(&name, &spec, servers)
+                    })
+                    .await;
                     let next = interval(&self.spec, ttl);
                     metrics.set_dns_status(up, status(&self.spec, true, "ok".into(), n, 0, next));
                     next

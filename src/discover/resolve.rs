@@ -198,10 +198,15 @@ impl Resolver {
     }
 }
 
+/// Most servers taken from one name; the rest of a larger answer is left
+/// out (the first by id, so every instance keeps the same ones).
+pub const MAX_SERVERS: usize = 1024;
+
 /// By id, without duplicates: the same answer in any order is the same set.
 fn sorted(mut servers: Vec<ServerConfig>) -> Vec<ServerConfig> {
     servers.sort_by(|a, b| a.id.cmp(&b.id));
     servers.dedup_by(|a, b| a.id == b.id);
+    servers.truncate(MAX_SERVERS);
     servers
 }
 
