@@ -96,3 +96,62 @@ fn systemd_analyze_verifies_the_unit() {
     );
     eprintln!("systemd-analyze verify: the unit is valid");
 }
+
+#[test]
+fn latch_check_prints_what_the_config_will_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("latch.toml");
+    std::fs::write(
+        &path,
+        r#"[[listener]]
+bind = "127.0.0.1:8080"
+upstream = "chat"
+
+[[listener.route]]
+path_prefix = "/api/"
+upstream = "chat"
+
+[upstream.chat]
+balance = "least_conn"
+servers = [{ addr = "127.0.0.1:9001", id = "c1", max_conns = 10 }, { addr = "127.0.0.1:9002", backup = true }]
+discover = { name = "chat.internal", port = 8001 }
+resolver = "127.0.0.1:9"
+
+[upstream.chat.sticky]
+secret = "0123456789abcdef0123456789abcdef"
+
+[upstream.chta]
+servers = [{ addr = "127.0.0.1:9003" }]
+"#,
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_latch"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run latch check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = [
+        "listener 127.0.0.1:8080",
+        "  * /api/ -> chat",
+        "  * / -> chat",
+        "upstream chat: least_conn, sticky cookie LATCH",
+        "  c1 127.0.0.1:9001 weight 1 max_conns 10",
+        "  127.0.0.1:9002 weight 1 backup",
+        "  + servers from DNS: A chat.internal port 8001 via 127.0.0.1:9",
+        // The typo'd upstream that nothing routes to stands out.
+        "upstream chta: round_robin, no stickiness  <- no listener routes here",
+    ];
+    for line in want {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(line)),
+            "no line {line:?} in:\n{stdout}"
+        );
+    }
+    assert!(stdout.lines().count() < 25, "one screen:\n{stdout}");
+}

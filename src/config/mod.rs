@@ -12,6 +12,7 @@ mod expect;
 pub mod file;
 mod resilience;
 mod sticky;
+mod summary;
 mod tls;
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +29,7 @@ pub use expect::Expect;
 pub use file::{AccessLog, Balance, SameSite};
 pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
+pub use summary::summary;
 pub use tls::{TlsSettings, provider};
 
 use file::{FileConfig, ListenerSection, UpstreamSection};
