@@ -108,6 +108,11 @@ async fn follows_an_a_record_as_it_grows_and_shrinks_and_drains_what_leaves() {
     assert_eq!(up["discover"]["servers"], 2);
     assert!(up["discover"]["last_unix"].as_u64().is_some());
     assert_eq!(up["servers"][0]["origin"], "dns:app.test");
+    let page = support::dns::admin_text(admin, "/").await;
+    assert!(
+        page.contains(r#"<span class="tag" title="app.test">dns</span>"#),
+        "the dashboard tags DNS servers"
+    );
 
     // Grow 2 → 4: the new servers take traffic.
     dns.set_hosts(&fleet.hosts("app.test", 0..4), "app.test")
