@@ -460,3 +460,51 @@ async fn a_reload_keeps_discovered_servers_and_a_changed_name_is_resolved_anew()
         .expect("reload");
     follows(&lb, &[fleet.addr(2)], "reload to another name").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aaaa_records_name_ipv6_servers_and_a_missing_type_is_an_empty_answer() {
+    let listener = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind [::1]:0");
+    let v6 = listener.local_addr().expect("local_addr");
+    let _backend = support::spawn_backend_on("v6", listener);
+    let dns = Dnsmasq::start(&[("six.test", v6.ip())], &[]).await;
+    let port = v6.port();
+    let text = format!(
+        r#"[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+bind = "127.0.0.1:0"
+upstream = "app"
+
+[[listener.route]]
+path_prefix = "/v4/"
+upstream = "v4"
+
+[upstream.app]
+discover = {{ name = "six.test", port = {port}, type = "AAAA", timeout = "1s" }}
+resolver = "{dns}"
+
+[upstream.v4]
+discover = {{ name = "six.test", port = {port}, type = "A", timeout = "1s" }}
+resolver = "{dns}"
+"#,
+        dns = dns.addr
+    );
+    let lb = spawn_lb(&text).await;
+    assert_eq!(in_force(&lb), [v6]);
+    let (status, _, body) = http_get(lb.addr(), "localhost", "/name").await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"v6"[..]));
+    // The name has no A record: an empty answer, not NXDOMAIN.
+    let status = status_json(lb.handle.admin_addr().expect("admin")).await;
+    let v4 = status["upstreams"]
+        .as_array()
+        .expect("upstreams")
+        .iter()
+        .find(|u| u["name"] == "v4")
+        .expect("upstream v4");
+    let result = v4["discover"]["result"].as_str().unwrap_or("");
+    assert!(result.starts_with("empty"), "{result}");
+    assert!(lb.handle.snapshot().upstreams["v4"].backends.is_empty());
+}
