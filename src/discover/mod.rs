@@ -5,9 +5,10 @@
 //! `[min_interval, max_interval]`, and resolves again. When the set of
 //! servers changes, it takes the generation lock — the one a reload holds
 //! from preparing to committing, so the two take turns — records the new
-//! set in the [`Registry`], and builds a new routing table from the config
-//! in force plus every upstream's discovered servers, exactly as a reload
-//! does: servers that stay are the same pool servers (counts, health, slow
+//! set in the [`Registry`], and swaps in a new routing table in which that
+//! upstream is rebuilt from the config in force plus its discovered servers
+//! (the other upstreams are kept as they are). The pool side is a reload's:
+//! servers that stay are the same pool servers (counts, health, slow
 //! start, pins), new ones join with slow start, and removed ones drain
 //! through [`crate::backend::Pool::retire`] with the config's `grace`.
 //!
@@ -33,7 +34,7 @@ use crate::Inner;
 use crate::backend::ServerKey;
 use crate::config::{Config, DiscoverConfig, ServerConfig};
 use crate::metrics::DnsStatus;
-use crate::proxy::Routing;
+use crate::proxy::{Routing, Upstream};
 use resolve::{Outcome, Resolver};
 
 /// The last good set of servers of every discovering upstream.
@@ -231,7 +232,9 @@ impl Inner {
         }
         let config = current.config.clone();
         let effective = self.discovery.effective(&config);
-        let ids: Vec<u64> = current.listeners.iter().map(|l| l.id).collect();
+        let Some(up_config) = effective.upstreams.get(upstream) else {
+            return;
+        };
         let shared = &self.shared;
         let known: HashSet<ServerKey> = shared
             .pool
@@ -239,18 +242,24 @@ impl Inner {
             .iter()
             .map(|s| (s.upstream.clone(), s.id.clone(), s.addr))
             .collect();
-        match Routing::build(&effective, &ids, &shared.pool, &shared.metrics) {
-            Ok(next) => {
+        // Only this upstream is rebuilt: the others keep their placement
+        // state (round-robin position and the like) as it is.
+        match Upstream::new(up_config, &shared.pool, &shared.metrics) {
+            Ok(rebuilt) => {
                 // Servers that appeared ramp up, as ones coming back do.
-                for b in next
-                    .upstreams
-                    .get(upstream)
-                    .map_or(&[][..], |u| &u.backends)
-                {
+                for b in &rebuilt.backends {
                     if !known.contains(&(b.upstream.clone(), b.id.clone(), b.addr)) {
                         b.condition.start_ramp();
                     }
                 }
+                let old = shared.routing.load_full();
+                let mut upstreams = old.upstreams.clone();
+                upstreams.insert(upstream.to_string(), Arc::new(rebuilt));
+                let next = Routing {
+                    upstreams,
+                    listeners: old.listeners.clone(),
+                    server: old.server.clone(),
+                };
                 shared.routing.store(Arc::new(next));
                 info!(upstream, name = %spec.name, from = before, to = self.discovery.count(upstream), "servers from DNS changed");
                 self.apply_pool(&mut current, &config);
