@@ -79,13 +79,20 @@ impl Dnsmasq {
             format!("--pid-file={}", self.dir.path().join("pid").display()),
         ];
         args.extend(self.srv.iter().map(|s| format!("--srv-host={s}")));
-        let spawned = tokio::process::Command::new("dnsmasq")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
+        // Debian puts it in /usr/sbin, which a non-root PATH may lack.
+        let spawn = |program: &str| {
+            tokio::process::Command::new(program)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+        };
+        let spawned = match spawn("dnsmasq") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => spawn("/usr/sbin/dnsmasq"),
+            other => other,
+        };
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
