@@ -60,8 +60,6 @@ pub(crate) struct Generation {
     pub listeners: Vec<Running>,
     /// Stops this generation's health checkers.
     checks: CancellationToken,
-    /// Stops this generation's DNS discovery tasks.
-    discover: CancellationToken,
     /// The admin listener, when `[admin]` is set.
     pub admin: Option<RunningAdmin>,
 }
@@ -119,7 +117,6 @@ impl Generation {
         Generation {
             config,
             listeners: Vec::new(),
-            discover: CancellationToken::new(),
             checks,
             admin: None,
         }
@@ -272,9 +269,7 @@ impl Inner {
         }
         current.listeners = listeners;
 
-        current.discover.cancel();
-        current.discover = self.stop_accepting.child_token();
-        self.spawn_discovery(&config, &current.discover);
+        self.spawn_discovery(&config);
         self.apply_pool(current, &config);
         current.config = config;
     }

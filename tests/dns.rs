@@ -508,3 +508,51 @@ resolver = "{dns}"
     assert!(result.starts_with("empty"), "{result}");
     assert!(lb.handle.snapshot().upstreams["v4"].backends.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_and_dns_changes_take_turns() {
+    let fleet = Fleet::start(2, 3).await;
+    let dns = Dnsmasq::start(&fleet.hosts("app.test", 0..2), &[]).await;
+    let discover = format!(r#"name = "app.test", port = {}"#, fleet.port);
+    let text = config(dns.addr, &discover, "");
+    let lb = spawn_lb(&text).await;
+    // Reloads back to back on a blocking thread while the record changes.
+    let handle = lb.handle.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let reloads = tokio::task::spawn_blocking(move || {
+        let config = latch::Config::parse(&text, std::path::Path::new("t.toml")).expect("valid");
+        let start = Instant::now();
+        let mut n = 0;
+        // Until the record has changed four times (bounded all the same).
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < 4 * FOLLOW {
+            handle.reload(config.clone()).expect("reload");
+            n += 1;
+        }
+        n
+    });
+    for round in 0..2 {
+        dns.set_hosts(&fleet.hosts("app.test", 0..3), "app.test")
+            .await;
+        let three: Vec<SocketAddr> = (0..3).map(|i| fleet.addr(i)).collect();
+        follows(
+            &lb,
+            &three,
+            &format!("round {round}: 2 -> 3 during reloads"),
+        )
+        .await;
+        dns.set_hosts(&fleet.hosts("app.test", 0..2), "app.test")
+            .await;
+        let two: Vec<SocketAddr> = (0..2).map(|i| fleet.addr(i)).collect();
+        follows(&lb, &two, &format!("round {round}: 3 -> 2 during reloads")).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = reloads.await.expect("reload thread");
+    eprintln!("{n} reloads while the record changed 4 times");
+    // The pool holds exactly the servers in force: nothing a reload or a
+    // DNS change built was left behind.
+    let mut pool: Vec<SocketAddr> = lb.handle.pool().all().iter().map(|s| s.addr).collect();
+    pool.sort();
+    assert_eq!(pool, in_force(&lb));
+    assert_eq!(answering(&lb, 4).await, ["b2", "b3"]);
+}

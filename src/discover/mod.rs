@@ -24,7 +24,7 @@
 pub mod resolve;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -37,9 +37,14 @@ use crate::metrics::DnsStatus;
 use crate::proxy::{Routing, Upstream};
 use resolve::{Outcome, Resolver};
 
-/// The last good set of servers of every discovering upstream.
+/// The last good set of servers of every discovering upstream, and the
+/// task that resolves each.
 #[derive(Debug, Default)]
-pub struct Registry(Mutex<HashMap<String, Found>>);
+pub struct Registry {
+    found: Mutex<HashMap<String, Found>>,
+    /// By upstream: the spec its task resolves, and what stops the task.
+    tasks: Mutex<HashMap<String, (DiscoverConfig, CancellationToken)>>,
+}
 
 #[derive(Debug, Clone)]
 struct Found {
@@ -49,8 +54,12 @@ struct Found {
 }
 
 impl Registry {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Found>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Found>> {
+        self.found.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, HashMap<String, (DiscoverConfig, CancellationToken)>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `config` with each discovering upstream's last good set after its
@@ -188,26 +197,39 @@ fn status(
 // === impl Inner ===
 
 impl Inner {
-    /// Starts a discovery task for each upstream of `config` with
-    /// `discover`, stopped by `stop` (the next commit's or latch's stop).
-    /// Called by commit, under the generation lock.
-    pub(crate) fn spawn_discovery(&self, config: &Config, stop: &CancellationToken) {
+    /// Makes one discovery task run for each upstream of `config` with
+    /// `discover`: a task whose spec is unchanged goes on (a reload does not
+    /// restart it, so reloads in a row never starve it), a changed or
+    /// removed one stops, a new one starts. Called by commit, under the
+    /// generation lock; every task stops with latch.
+    pub(crate) fn spawn_discovery(&self, config: &Config) {
         self.discovery.retain(config);
-        self.shared.metrics.retain_dns(&|name| {
-            config
-                .upstreams
-                .get(name)
-                .is_some_and(|u| u.discover.is_some())
+        let discovers = |name: &str| config.upstreams.get(name).and_then(|u| u.discover.as_ref());
+        self.shared
+            .metrics
+            .retain_dns(&|name| discovers(name).is_some());
+        let mut tasks = self.discovery.tasks();
+        tasks.retain(|name, (spec, stop)| {
+            let same = discovers(name) == Some(&*spec);
+            if !same {
+                stop.cancel();
+            }
+            same
         });
         for (name, up) in &config.upstreams {
             let Some(spec) = up.discover.clone() else {
                 continue;
             };
+            if tasks.contains_key(name) {
+                continue;
+            }
+            let stop = self.stop_accepting.child_token();
+            tasks.insert(name.clone(), (spec.clone(), stop.clone()));
             let task = Task {
                 inner: self.this.clone(),
                 upstream: name.clone(),
                 spec,
-                stop: stop.clone(),
+                stop,
             };
             self.conns.spawn(task.run());
         }
