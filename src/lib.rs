@@ -14,6 +14,9 @@
 //! process: every server's counts, health, drain flag and idle upstream
 //! connections. The [`proxy::Routing`] table (routes, upstreams, placement
 //! policies) is what a reload swaps whole; its backends point into the pool.
+//! `discover` (servers from DNS) is the other writer: when a name's answer
+//! changes it swaps in a table with that upstream rebuilt, under the same
+//! lock as a reload, and the pool keeps or drains servers as for a reload.
 //!
 //! [`start`] binds everything and returns a [`Handle`] to reload or stop it;
 //! `reload` swaps in a new config without dropping a connection.
