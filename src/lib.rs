@@ -14,6 +14,9 @@
 //! process: every server's counts, health, drain flag and idle upstream
 //! connections. The [`proxy::Routing`] table (routes, upstreams, placement
 //! policies) is what a reload swaps whole; its backends point into the pool.
+//! `discover` (servers from DNS) is the other writer: when a name's answer
+//! changes it swaps in a table with that upstream rebuilt, under the same
+//! lock as a reload, and the pool keeps or drains servers as for a reload.
 //!
 //! [`start`] binds everything and returns a [`Handle`] to reload or stop it;
 //! `reload` swaps in a new config without dropping a connection.
@@ -27,6 +30,7 @@ pub mod balance;
 pub mod body;
 pub mod config;
 pub mod demo;
+pub mod discover;
 pub mod health;
 pub mod http1;
 pub mod listener;
@@ -88,6 +92,10 @@ struct Inner {
     conns: TaskTracker,
     /// The config in force and what runs for it; reloads take turns here.
     generation: Mutex<reload::Generation>,
+    /// Servers found by DNS discovery, by upstream (outlives reloads).
+    discovery: discover::Registry,
+    /// This instance, for the tasks it starts (discovery).
+    this: std::sync::Weak<Inner>,
 }
 
 /// Binds every listener (and the admin listener) of `config` and starts serving.
@@ -99,7 +107,10 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     let ids: Vec<u64> = bound.iter().map(|b| b.id).collect();
     let pool = backend::Pool::default();
     let metrics = Arc::new(metrics::Metrics::new());
-    let routing = Routing::build(&config, &ids, &pool, &metrics).map_err(StartError::Upstream)?;
+    let discovery = discover::Registry::default();
+    discover::first(&config, &discovery, &metrics).await;
+    let routing = Routing::build(&discovery.effective(&config), &ids, &pool, &metrics)
+        .map_err(StartError::Upstream)?;
     let shared = Arc::new(Shared {
         routing: ArcSwap::from_pointee(routing),
         pool,
@@ -129,6 +140,8 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
             config.clone(),
             stop_accepting.child_token(),
         )),
+        discovery,
+        this: weak.clone(),
     });
     {
         let mut generation = inner.generation();

@@ -56,8 +56,9 @@ fn main() -> ExitCode {
     init_tracing();
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => match Config::load(&config) {
-            Ok(_) => {
+            Ok(cfg) => {
                 println!("{}: ok", config.display());
+                print!("{}", latch::config::summary(&cfg));
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -87,6 +87,10 @@ pub struct Metrics {
     listeners: listener::Listeners,
     /// WebSockets latch ended itself, by reason and close code.
     goodbyes: Family<GoodbyeLabels, Counter>,
+    /// DNS resolutions by upstream and result.
+    dns_resolutions: Family<dns::DnsLabels, Counter>,
+    /// The last resolution of each discovering upstream (for `/status`).
+    dns: dns::Statuses,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,6 +120,8 @@ impl Metrics {
             check_duration: Family::new_with_constructor(durations),
             listeners: listener::Listeners::default(),
             goodbyes: Family::default(),
+            dns_resolutions: Family::default(),
+            dns: dns::Statuses::default(),
         };
         let mut r = Registry::default();
         r.register(
@@ -147,6 +153,11 @@ impl Metrics {
             "latch_tunnel_goodbyes",
             "WebSockets latch ended itself (stop, removed server, idle, backend lost, client gone), by close code",
             m.goodbyes.clone(),
+        );
+        r.register(
+            "latch_dns_resolutions",
+            "DNS resolutions of discover names, by result (ok, nxdomain, empty, error)",
+            m.dns_resolutions.clone(),
         );
         // Both outcomes exist from the start, so `rate()` sees the first one.
         for outcome in ["ok", "error"] {
@@ -228,6 +239,31 @@ impl Metrics {
         };
         let histogram = self.check_duration.get_or_create(&upstream);
         histogram.observe(elapsed.as_secs_f64());
+    }
+
+    /// One resolution of `upstream`'s discover name; `result` is `ok`,
+    /// `nxdomain`, `empty` or `error`.
+    pub fn dns_resolution(&self, upstream: &str, result: &'static str) {
+        let labels = dns::DnsLabels {
+            upstream: upstream.to_owned(),
+            result,
+        };
+        self.dns_resolutions.get_or_create(&labels).inc();
+    }
+
+    /// Records `upstream`'s last resolution, shown by `/status`.
+    pub fn set_dns_status(&self, upstream: &str, status: DnsStatus) {
+        self.dns.set(upstream, status);
+    }
+
+    /// Every discovering upstream's last resolution, by upstream name.
+    pub fn dns_statuses(&self) -> Vec<(String, DnsStatus)> {
+        self.dns.all()
+    }
+
+    /// Forgets the statuses of upstreams that no longer discover.
+    pub fn retain_dns(&self, keep: &dyn Fn(&str) -> bool) {
+        self.dns.retain(keep);
     }
 
     /// Counts for a client listener bound at `addr`, shown until the
@@ -319,9 +355,11 @@ fn status_class(status: u16) -> &'static str {
     CLASS_NAMES[class_index(status)]
 }
 
+mod dns;
 mod listener;
 mod pool;
 
+pub use dns::DnsStatus;
 pub use listener::ListenerStats;
 pub use pool::{STATES, server_state};
 

@@ -224,7 +224,9 @@ impl Inner {
             .map_err(|(addr, source)| ReloadError::AdminBind { addr, source })?;
         let ids: Vec<u64> = bound.iter().map(|b| b.id).collect();
         let shared = &self.shared;
-        let next = Routing::build(&config, &ids, &shared.pool, &shared.metrics)
+        // Servers found by DNS stay while the upstream's `discover` is unchanged.
+        let effective = self.discovery.effective(&config);
+        let next = Routing::build(&effective, &ids, &shared.pool, &shared.metrics)
             .map_err(StartError::Upstream)?;
         shared.routing.store(Arc::new(next));
         self.commit(&mut current, config, bound, admin);
@@ -267,6 +269,16 @@ impl Inner {
         }
         current.listeners = listeners;
 
+        self.spawn_discovery(&config);
+        self.apply_pool(current, &config);
+        current.config = config;
+    }
+
+    /// After a new routing table is in force: health checkers restart for
+    /// its servers, and the servers it no longer has drain for `grace`. A
+    /// reload and a DNS discovery change both end here, under the
+    /// generation lock.
+    pub(crate) fn apply_pool(&self, current: &mut Generation, config: &Config) {
         current.checks.cancel();
         current.checks = self.stop_accepting.child_token();
         let routing = self.shared.routing.load();
@@ -285,7 +297,6 @@ impl Inner {
         }
         let removed = self.shared.pool.retire(&routing.server_keys());
         self.drain_removed(removed, config.server.grace, config.server.close_spread);
-        current.config = config;
     }
 
     /// The new admin token at once; the listener moved if its bind changed.

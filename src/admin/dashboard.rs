@@ -74,6 +74,13 @@ fn row(out: &mut String, s: &ServerView, now: u64, max_active: usize, max_tunnel
     if s.backup {
         out.push_str(" <span class=\"tag\">backup</span>");
     }
+    if let Some(name) = s.origin.strip_prefix("dns:") {
+        let _ = write!(
+            out,
+            " <span class=\"tag\" title=\"{}\">dns</span>",
+            esc(name)
+        );
+    }
     let _ = write!(
         out,
         "</td><td class=\"state\"><span class=\"pill s-{st}\">{st}</span></td><td class=\"weight\">{w}",

@@ -62,8 +62,11 @@ impl ListenerView {
 pub struct UpstreamView {
     pub name: String,
     pub balance: &'static str,
-    /// In config order.
+    /// Static servers in config order, then those found by DNS, by id.
     pub servers: Vec<ServerView>,
+    /// The last DNS resolution, when the upstream has `discover`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discover: Option<crate::metrics::DnsStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +83,8 @@ pub struct ServerView {
     pub weight: u32,
     pub backup: bool,
     pub max_conns: Option<usize>,
+    /// `static` (listed in `servers`) or `dns:NAME` (found by discovery).
+    pub origin: String,
     /// One of [`crate::metrics::STATES`].
     pub state: &'static str,
     pub active: usize,
@@ -104,6 +109,7 @@ impl Status {
     /// The state of `shared` now; `uptime_secs` is the caller's to give.
     pub fn collect(shared: &Shared, uptime_secs: u64) -> Status {
         let routing = shared.routing.load_full();
+        let dns = shared.metrics.dns_statuses();
         let mut upstreams: Vec<UpstreamView> = routing
             .upstreams
             .values()
@@ -111,6 +117,10 @@ impl Status {
                 name: up.name.clone(),
                 balance: balance_name(up.balance),
                 servers: up.backends.iter().map(|b| ServerView::of(b)).collect(),
+                discover: dns
+                    .iter()
+                    .find(|(name, _)| *name == up.name)
+                    .map(|(_, s)| s.clone()),
             })
             .collect();
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
@@ -142,7 +152,11 @@ impl Status {
 
 impl ServerView {
     pub fn of(b: &Backend) -> ServerView {
-        ServerView::of_server(b, b.weight, b.backup, b.max_conns)
+        let mut view = ServerView::of_server(b, b.weight, b.backup, b.max_conns);
+        if let Some(name) = &b.origin {
+            view.origin = format!("dns:{name}");
+        }
+        view
     }
 
     /// A server with the settings the routing table gives it (a draining
@@ -160,6 +174,7 @@ impl ServerView {
             weight,
             backup,
             max_conns,
+            origin: "static".to_string(),
             state: server_state(b),
             active: b.active(),
             tunnels: b.tunnels(),

@@ -99,6 +99,14 @@ impl Condition {
         self.slow_start_ms.store(ms, Ordering::Release);
     }
 
+    /// A server that just appeared (found by DNS discovery) starts its
+    /// slow start now, if the upstream has one.
+    pub fn start_ramp(&self) {
+        if self.slow_start_ms() > 0 {
+            self.ramp_start.store(now_ms(), Ordering::Release);
+        }
+    }
+
     fn slow_start_ms(&self) -> u64 {
         self.slow_start_ms.load(Ordering::Acquire)
     }

@@ -133,6 +133,8 @@ pub struct Backend {
     pub max_conns: Option<usize>,
     /// Used only while no primary can take a request.
     pub backup: bool,
+    /// The DNS name it was discovered under; `None` when listed in `servers`.
+    pub origin: Option<Arc<str>>,
 }
 
 impl Deref for Backend {
@@ -166,6 +168,7 @@ impl Backend {
             weight: cfg.weight,
             max_conns: cfg.max_conns,
             backup: cfg.backup,
+            origin: cfg.origin.clone(),
         }
     }
 

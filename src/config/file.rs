@@ -182,7 +182,13 @@ pub struct SniSection {
 pub struct UpstreamSection {
     #[serde(default)]
     pub balance: Balance,
+    /// Static servers; may be left out when `discover` is given.
+    #[serde(default = "no_servers")]
     pub servers: Spanned<Vec<ServerEntry>>,
+    /// Servers taken from DNS, beside or instead of `servers`.
+    pub discover: Option<Spanned<super::discover::DiscoverSection>>,
+    /// The DNS server `discover` asks ("ip:port"); default: resolv.conf's.
+    pub resolver: Option<Spanned<String>>,
     #[serde(default)]
     pub timeouts: TimeoutsSection,
     pub sticky: Option<StickySection>,
@@ -207,6 +213,10 @@ pub struct UpstreamSection {
     pub check: Option<CheckSection>,
     #[serde(default)]
     pub retry: RetrySection,
+}
+
+fn no_servers() -> Spanned<Vec<ServerEntry>> {
+    Spanned::new(0..0, Vec::new())
 }
 
 fn default_max_fails() -> u32 {

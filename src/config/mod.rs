@@ -7,10 +7,12 @@
 //! `latch check` and a refused reload say exactly what to fix.
 
 mod cidr;
+pub mod discover;
 mod expect;
 pub mod file;
 mod resilience;
 mod sticky;
+mod summary;
 mod tls;
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,10 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cidr::Cidr;
+pub use discover::{DiscoverConfig, RecordKind};
 pub use expect::Expect;
 pub use file::{AccessLog, Balance, SameSite};
 pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
+pub use summary::summary;
 pub use tls::{TlsSettings, provider};
 
 use file::{FileConfig, ListenerSection, UpstreamSection};
@@ -114,6 +118,8 @@ pub struct UpstreamConfig {
     pub all_down: AllDown,
     pub check: Option<CheckConfig>,
     pub retry: RetryConfig,
+    /// Servers taken from DNS, beside `servers`.
+    pub discover: Option<DiscoverConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +130,8 @@ pub struct ServerConfig {
     pub id: String,
     pub max_conns: Option<usize>,
     pub backup: bool,
+    /// The DNS name it was found under; `None` for a server of `servers`.
+    pub origin: Option<Arc<str>>,
 }
 
 impl ServerConfig {
@@ -135,6 +143,7 @@ impl ServerConfig {
             id: addr.to_string(),
             max_conns: None,
             backup: false,
+            origin: None,
         }
     }
 }
@@ -349,11 +358,17 @@ impl Validator<'_> {
     ) -> Result<UpstreamConfig, ConfigError> {
         let key = format!("upstream.{name}");
         let u = up.get_ref();
-        if u.servers.get_ref().is_empty() {
+        let discover = discover::discover(self, &key, u)?;
+        if u.servers.get_ref().is_empty() && discover.is_none() {
+            let span = if u.servers.span().is_empty() {
+                up.span()
+            } else {
+                u.servers.span()
+            };
             return Err(self.err(
-                u.servers.span(),
+                span,
                 format!("{key}.servers"),
-                "needs at least one server",
+                "needs at least one server, or `discover`",
             ));
         }
         let mut servers: Vec<ServerConfig> = Vec::new();
@@ -403,6 +418,7 @@ impl Validator<'_> {
                 id,
                 max_conns,
                 backup: s.backup,
+                origin: None,
             });
         }
         let t = &u.timeouts;
@@ -428,7 +444,7 @@ impl Validator<'_> {
             }
             _ => {}
         }
-        if servers.iter().all(|s| s.backup) {
+        if !servers.is_empty() && discover.is_none() && servers.iter().all(|s| s.backup) {
             return Err(self.err(
                 u.servers.span(),
                 format!("{key}.servers"),
@@ -457,6 +473,7 @@ impl Validator<'_> {
                 None => None,
             },
             retry: resilience::retry(self, &format!("{key}.retry"), &u.retry)?,
+            discover,
         })
     }
 

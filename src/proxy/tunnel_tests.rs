@@ -365,9 +365,9 @@ async fn large_random_transfers_both_ways() {
 #[test]
 fn tunnel_state_is_small() {
     // The state an idle tunnel keeps (its task holds this future), for the
-    // sides forward.rs gives it (480 bytes before the WebSocket goodbyes:
-    // they add 16 bytes of frame state and a few flags per direction, and
-    // hold the stop future in place).
+    // sides forward.rs gives it: 568 bytes (480 before the WebSocket
+    // goodbyes: they add 16 bytes of frame state and a few flags per
+    // direction, and hold the stop future in place).
     type Client = crate::http1::ClientIo;
     type Backend = crate::backend::conn::Upgraded;
     fn size<F: Fn(Client, Backend) -> Fut, Fut>(_: F) -> usize {
@@ -377,7 +377,7 @@ fn tunnel_state_is_small() {
         let stop = CancellationToken::new();
         run(c, b, opts(Duration::from_secs(1)), on_cancel(stop))
     });
-    assert!(n <= 560, "the tunnel future grew to {n} bytes");
+    assert!(n <= 576, "the tunnel future grew to {n} bytes");
 }
 
 #[tokio::test(start_paused = true)]

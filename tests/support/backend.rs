@@ -123,10 +123,20 @@ pub async fn spawn_tls_backend(name: &str, acceptor: TlsAcceptor) -> Backend {
     start(name, Some(acceptor)).await
 }
 
+/// Starts the plain-TCP mock backend accepting on `listener` (e.g. one
+/// bound on another loopback address such as `127.0.0.3`).
+pub fn spawn_backend_on(name: &str, listener: TcpListener) -> Backend {
+    start_on(name, listener, None)
+}
+
 async fn start(name: &str, tls: Option<TlsAcceptor>) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("backend: bind 127.0.0.1:0");
+    start_on(name, listener, tls)
+}
+
+fn start_on(name: &str, listener: TcpListener, tls: Option<TlsAcceptor>) -> Backend {
     let addr = listener.local_addr().expect("backend: local_addr");
     let ctx = Arc::new(Ctx {
         name: name.to_string(),

@@ -8,6 +8,8 @@
 pub mod backend;
 mod backend_ws;
 pub mod child;
+pub mod cluster;
+pub mod dns;
 pub mod faults;
 pub mod faulty;
 pub mod http_client;
@@ -22,7 +24,7 @@ pub mod ws_recorder;
 use std::future::Future;
 use std::time::Duration;
 
-pub use backend::{Backend, spawn_backend, spawn_tls_backend};
+pub use backend::{Backend, spawn_backend, spawn_backend_on, spawn_tls_backend};
 #[allow(unused_imports)] // re-exports; each test file uses a subset
 pub use child::{Child, Lines, free_port};
 #[allow(unused_imports)]
