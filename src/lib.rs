@@ -18,7 +18,8 @@
 //! [`start`] binds everything and returns a [`Handle`] to reload or stop it;
 //! `reload` swaps in a new config without dropping a connection.
 //! `path` (request paths in normal form) is a pure leaf that config
-//! validation and routing share.
+//! validation and routing share. `stream` is L4 mode: a `tcp` listener's
+//! connections copied to a server placed by the same pool and policy.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -35,6 +36,7 @@ pub mod path;
 pub mod proxy;
 mod reload;
 pub mod sticky;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -85,6 +85,8 @@ pub struct Metrics {
     check_duration: Durations,
     /// Every client listener's connection counts (read at each scrape).
     listeners: listener::Listeners,
+    /// TCP mode's bytes and connections.
+    pub stream: stream::StreamMetrics,
 }
 
 impl Default for Metrics {
@@ -105,6 +107,7 @@ impl Metrics {
             checks: Family::default(),
             check_duration: Family::new_with_constructor(durations),
             listeners: listener::Listeners::default(),
+            stream: stream::StreamMetrics::default(),
         };
         let mut r = Registry::default();
         r.register(
@@ -132,6 +135,7 @@ impl Metrics {
             Unit::Seconds,
             m.check_duration.clone(),
         );
+        m.stream.register(&mut r);
         // Both outcomes exist from the start, so `rate()` sees the first one.
         for outcome in ["ok", "error"] {
             let _ = m.reloads.get_or_create(&OutcomeLabel { outcome });
@@ -293,6 +297,7 @@ fn status_class(status: u16) -> &'static str {
 
 mod listener;
 mod pool;
+pub mod stream;
 
 pub use listener::ListenerStats;
 pub use pool::{STATES, server_state};

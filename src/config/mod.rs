@@ -11,6 +11,7 @@ mod expect;
 pub mod file;
 mod resilience;
 mod sticky;
+mod stream;
 mod tls;
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 pub use cidr::Cidr;
 pub use expect::Expect;
-pub use file::{AccessLog, Balance, SameSite};
+pub use file::{AccessLog, Balance, ListenerMode, SameSite};
 pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
 pub use tls::{TlsSettings, provider};
@@ -76,6 +77,8 @@ impl std::fmt::Debug for AdminSettings {
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub bind: SocketAddr,
+    /// HTTP, or L4 stream mode (one upstream, no routes).
+    pub mode: ListenerMode,
     /// Tried in order; the listener's own `upstream` is the last, catch-all route.
     pub routes: Vec<Route>,
     pub tls: Option<TlsSettings>,
@@ -449,6 +452,7 @@ impl Validator<'_> {
         upstreams: &BTreeMap<String, UpstreamConfig>,
     ) -> Result<ListenerConfig, ConfigError> {
         let bind = self.addr(&l.bind, &format!("{key}.bind"))?;
+        let mode = self.listener_mode(key, l, upstreams)?;
         let known = |name: &Spanned<String>, k: String| {
             if upstreams.contains_key(name.get_ref()) {
                 Ok(name.get_ref().clone())
@@ -548,6 +552,7 @@ impl Validator<'_> {
         }
         Ok(ListenerConfig {
             bind,
+            mode,
             routes,
             tls,
             trusted_proxies,

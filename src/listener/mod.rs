@@ -150,6 +150,10 @@ impl ConnCtx {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // L4 stream mode: bytes, not HTTP (`stream/`).
+        if let Some(up) = info.routes.as_deref().and_then(crate::stream::upstream_of) {
+            return crate::stream::serve(&self.shared, io, info.peer, up).await;
+        }
         let shared = self.shared.clone();
         let peer = info.peer;
         let svc = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));

@@ -14,6 +14,7 @@ pub mod http_client;
 pub mod lb;
 pub mod pattern;
 pub mod raw_http;
+pub mod redis;
 pub mod tls;
 pub mod ws_client;
 
