@@ -211,6 +211,46 @@ async fn killed_servers_clients_move_on_retry() {
     );
 }
 
+/// Active checks run for a TCP listener's servers as for HTTP: a server
+/// whose port stops answering is taken out by its `tcp` check before any
+/// client has to fail a connect on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_tcp_check_takes_a_dead_server_out_before_clients_try_it() {
+    let mut redis = three().await;
+    let extra = format!(
+        "{IP_HASH}[upstream.app.check]\ntype = \"tcp\"\ninterval = \"50ms\"\n\
+         timeout = \"200ms\"\nrise = 1\nfall = 1\n"
+    );
+    let lb = spawn_lb(&config(&addrs(&redis), &extra, "")).await;
+    let from = ip(9);
+    let mut c = connect_from(lb.addr(), from).await.unwrap();
+    let home = c.server_port().await.unwrap();
+    drop(c);
+    redis
+        .iter_mut()
+        .find(|r| r.port() == home)
+        .unwrap()
+        .kill()
+        .await;
+    let backend = lb_backends(&lb)
+        .into_iter()
+        .find(|b| b.addr.port() == home)
+        .unwrap();
+    support::wait_until("the check to mark it down", support::TIMEOUT, || {
+        !backend.condition.active_up()
+    })
+    .await;
+    let mut c = connect_from(lb.addr(), from).await.unwrap();
+    assert_ne!(c.server_port().await.unwrap(), home);
+    let m = metrics(&lb).await;
+    assert_eq!(
+        sample(&m, "latch_tcp_connections_total", &["connect_failed"]),
+        0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "latch_upstream_servers", &["state=\"down\""]), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_open_connections_and_drains_removed_servers() {
     let redis = three().await;
