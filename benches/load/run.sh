@@ -279,12 +279,10 @@ backend ws_pool
   server w2 127.0.0.1:$BE_WS2
 frontend tcp_fe
   mode tcp
-  no option forwardfor
   bind 127.0.0.1:${TCP_PORT[haproxy]}
   default_backend tcp_pool
 backend tcp_pool
   mode tcp
-  no option forwardfor
   balance roundrobin
   server t1 127.0.0.1:$BE_TCP1
   server t2 127.0.0.1:$BE_TCP2

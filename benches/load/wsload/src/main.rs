@@ -77,19 +77,19 @@ fn main() -> ExitCode {
             };
             match (port.parse(), rest) {
                 (Ok(port), []) => rt.block_on(server::run(port, None, name, max_lifetime())),
-                (Ok(port), [cert, key]) => rt.block_on(server::run(
-                    port,
-                    Some((cert, key)),
-                    name,
-                    max_lifetime(),
-                )),
+                (Ok(port), [cert, key]) => {
+                    rt.block_on(server::run(port, Some((cert, key)), name, max_lifetime()))
+                }
                 _ => Err(USAGE.to_string()),
             }
         }
         ["soak", url, conns, secs, out, rest @ ..] => {
             let http = match rest {
                 [] => Ok(None),
-                [u, rate] => rate.parse::<f64>().map(|r| Some((u.to_string(), r))).map_err(drop),
+                [u, rate] => rate
+                    .parse::<f64>()
+                    .map(|r| Some((u.to_string(), r)))
+                    .map_err(drop),
                 _ => Err(()),
             };
             match (conns.parse(), secs.parse(), http) {

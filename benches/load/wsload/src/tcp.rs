@@ -96,7 +96,9 @@ async fn one_bulk(target: SocketAddr, end: Instant, bytes: &AtomicU64) -> Result
     let writer = async {
         let chunk = vec![0x5a; CHUNK];
         while Instant::now() < end {
-            w.write_all(&chunk).await.map_err(|e| format!("write: {e}"))?;
+            w.write_all(&chunk)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
             bytes.fetch_add(CHUNK as u64, Ordering::Relaxed);
         }
         w.shutdown().await.map_err(|e| format!("shutdown: {e}"))
@@ -179,8 +181,10 @@ async fn one_conn(target: SocketAddr) -> Result<(), String> {
         let _ = s.set_nodelay(true);
         s.write_all(b"x").await.map_err(|e| format!("write: {e}"))?;
         let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.map_err(|e| format!("read: {e}"))?;
-        let _ = s.set_linger(Some(Duration::ZERO));
+        s.read_exact(&mut b)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let _ = s.set_zero_linger();
         Ok(())
     };
     timeout(STEP_TIMEOUT, step)
