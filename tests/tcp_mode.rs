@@ -211,6 +211,37 @@ async fn killed_servers_clients_move_on_retry() {
     );
 }
 
+/// Weights and backups apply: primaries of weight 3 and 1 take new
+/// connections 3:1 (smooth round robin) and the backup none; with both
+/// primaries dead, the refused connects are retried and the backup takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_and_backup_apply_to_tcp_connections() {
+    let mut redis = three().await;
+    let servers = format!(
+        "servers = [{{ addr = \"{}\", weight = 3 }}, {{ addr = \"{}\" }}, {{ addr = \"{}\", backup = true }}]",
+        redis[0].addr, redis[1].addr, redis[2].addr
+    );
+    let extra = "max_fails = 1\nfail_timeout = \"60s\"\n[upstream.app.retry]\ntries = 3\n";
+    let toml = config(&[], extra, "").replace("servers = []", &servers);
+    let lb = spawn_lb(&toml).await;
+    let mut per_port: HashMap<u16, usize> = HashMap::new();
+    for _ in 0..8 {
+        let mut c = connect_from(lb.addr(), ip(1)).await.unwrap();
+        *per_port.entry(c.server_port().await.unwrap()).or_default() += 1;
+    }
+    let want: HashMap<u16, usize> = [(redis[0].port(), 6), (redis[1].port(), 2)].into();
+    assert_eq!(per_port, want);
+    redis[0].kill().await;
+    redis[1].kill().await;
+    let mut c = connect_from(lb.addr(), ip(1)).await.unwrap();
+    assert_eq!(c.server_port().await.unwrap(), redis[2].port());
+    let m = metrics(&lb).await;
+    assert!(
+        sample(&m, "latch_tcp_connections_total", &["connect_failed"]) >= 1,
+        "{m}"
+    );
+}
+
 /// Active checks run for a TCP listener's servers as for HTTP: a server
 /// whose port stops answering is taken out by its `tcp` check before any
 /// client has to fail a connect on it.
