@@ -379,6 +379,36 @@ async fn least_conn_counts_open_connections_and_max_conns_refuses() {
     assert_eq!(lb_backends(&lb).len(), 3);
 }
 
+/// `max_connections` holds for a TCP listener as for HTTP: at the limit the
+/// next client waits in the backlog and is served when a connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_the_next_client_until_one_closes() {
+    let redis = Redis::start().await;
+    let lb = spawn_lb(&config(&[redis.addr], "", "max_connections = 1")).await;
+    let mut first = connect_from(lb.addr(), ip(1)).await.unwrap();
+    assert_eq!(
+        first.cmd(&["PING"]).await.unwrap(),
+        Reply::Simple("PONG".into())
+    );
+    let mut second = connect_from(lb.addr(), ip(2)).await.unwrap();
+    second.send(&["PING"]).await.unwrap();
+    let full = format!("latch_listener_full_total{{listener=\"{}\"}}", lb.addr());
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    while !metrics(&lb)
+        .await
+        .lines()
+        .any(|l| l.starts_with(&full) && !l.ends_with(" 0"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(first);
+    assert_eq!(second.reply().await.unwrap(), Reply::Simple("PONG".into()));
+}
+
 /// A server that half-closes first: it sends a greeting and shuts its write
 /// side, then reads what the client still sends; and one that reads until
 /// the client's FIN and only then answers.
