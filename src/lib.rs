@@ -4,7 +4,9 @@
 //! validated [`Config`]. `listener` accepts clients (TLS, HTTP/1.1) and hands
 //! each request to `proxy`, which routes it to an upstream, asks `balance`'s
 //! policy for a backend among the upstream's `backend`s, forwards it on a
-//! pooled upstream connection, and turns upgrades into tunnels. `admin`
+//! pooled upstream connection, and turns upgrades into tunnels. A `tcp`
+//! listener hands its connections to `stream` instead (L4 mode): raw bytes
+//! to a server placed by the same pool and policy. `admin`
 //! serves the operator's endpoints; `demo` is the self-contained setup behind
 //! `latch demo`. Dependencies point one way:
 //! config → body/metrics → backend → balance/sticky/health → proxy →
@@ -18,8 +20,7 @@
 //! [`start`] binds everything and returns a [`Handle`] to reload or stop it;
 //! `reload` swaps in a new config without dropping a connection.
 //! `path` (request paths in normal form) is a pure leaf that config
-//! validation and routing share. `stream` is L4 mode: a `tcp` listener's
-//! connections copied to a server placed by the same pool and policy.
+//! validation and routing share.
 #![forbid(unsafe_code)]
 
 pub mod admin;
