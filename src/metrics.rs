@@ -76,6 +76,8 @@ fn durations() -> Histogram {
 pub struct Metrics {
     /// Holds clones of the families below (they share their values).
     registry: Registry,
+    /// TCP mode's bytes and connections.
+    pub stream: stream::StreamMetrics,
     requests: Family<RequestLabels, Counter>,
     request_duration: Durations,
     retries: Family<RetryLabels, Counter>,
@@ -85,8 +87,6 @@ pub struct Metrics {
     check_duration: Durations,
     /// Every client listener's connection counts (read at each scrape).
     listeners: listener::Listeners,
-    /// TCP mode's bytes and connections.
-    pub stream: stream::StreamMetrics,
 }
 
 impl Default for Metrics {
@@ -99,6 +99,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Registry::default(),
+            stream: stream::StreamMetrics::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(durations),
             retries: Family::default(),
@@ -107,9 +108,9 @@ impl Metrics {
             checks: Family::default(),
             check_duration: Family::new_with_constructor(durations),
             listeners: listener::Listeners::default(),
-            stream: stream::StreamMetrics::default(),
         };
         let mut r = Registry::default();
+        m.stream.register(&mut r);
         r.register(
             "latch_requests",
             "Proxied requests by final status class",
@@ -135,7 +136,6 @@ impl Metrics {
             Unit::Seconds,
             m.check_duration.clone(),
         );
-        m.stream.register(&mut r);
         // Both outcomes exist from the start, so `rate()` sees the first one.
         for outcome in ["ok", "error"] {
             let _ = m.reloads.get_or_create(&OutcomeLabel { outcome });

@@ -11,8 +11,10 @@ mod expect;
 pub mod file;
 mod resilience;
 mod sticky;
-mod stream;
 mod tls;
+
+/// Checks for `mode = "tcp"` listeners.
+mod stream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
