@@ -4,7 +4,9 @@
 //! validated [`Config`]. `listener` accepts clients (TLS, HTTP/1.1) and hands
 //! each request to `proxy`, which routes it to an upstream, asks `balance`'s
 //! policy for a backend among the upstream's `backend`s, forwards it on a
-//! pooled upstream connection, and turns upgrades into tunnels. `admin`
+//! pooled upstream connection, and turns upgrades into tunnels. A `tcp`
+//! listener hands its connections to `stream` instead (L4 mode): raw bytes
+//! to a server placed by the same pool and policy. `admin`
 //! serves the operator's endpoints; `demo` is the self-contained setup behind
 //! `latch demo`. Dependencies point one way:
 //! config → body/metrics → backend → balance/sticky/health → proxy →
@@ -40,6 +42,7 @@ pub mod path;
 pub mod proxy;
 mod reload;
 pub mod sticky;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

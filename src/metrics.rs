@@ -76,6 +76,8 @@ fn durations() -> Histogram {
 pub struct Metrics {
     /// Holds clones of the families below (they share their values).
     registry: Registry,
+    /// TCP mode's bytes and connections.
+    pub stream: stream::StreamMetrics,
     requests: Family<RequestLabels, Counter>,
     request_duration: Durations,
     retries: Family<RetryLabels, Counter>,
@@ -111,6 +113,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Registry::default(),
+            stream: stream::StreamMetrics::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(durations),
             retries: Family::default(),
@@ -124,6 +127,7 @@ impl Metrics {
             dns: dns::Statuses::default(),
         };
         let mut r = Registry::default();
+        m.stream.register(&mut r);
         r.register(
             "latch_requests",
             "Proxied requests by final status class",
@@ -358,6 +362,7 @@ fn status_class(status: u16) -> &'static str {
 mod dns;
 mod listener;
 mod pool;
+pub mod stream;
 
 pub use dns::DnsStatus;
 pub use listener::ListenerStats;

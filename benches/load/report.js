@@ -28,10 +28,12 @@ const ROWS = [
   ['tlsnew', 'new TLS connection', 'conn/s'],
   ['ws', 'WS message (64-byte echo)', 'msg/s'],
   ['wss', 'WSS message (64-byte echo)', 'msg/s'],
+  ['tcpbulk', 'TCP bulk transfer, per MB (both ways)', 'MB/s'],
+  ['tcpnew', 'new TCP connection (1-byte echo)', 'conn/s'],
 ];
 // What the chart and the first table show: CPU per operation, then memory per connection.
 const COST = [
-  ...ROWS.map(([k, label]) => ({ metric: `${k}_cpu_us`, label, unit: 'µs CPU per operation' })),
+  ...ROWS.map(([k, label]) => ({ metric: `${k}_cpu_us`, label, unit: k === 'tcpbulk' ? 'µs CPU per MB' : 'µs CPU per operation' })),
   { metric: 'mem_kib', label: `idle WSS connection (${MEM_CONNS.toLocaleString('en-US')} open)`, unit: 'KiB RSS per connection' },
 ];
 

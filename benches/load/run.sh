@@ -13,6 +13,9 @@
 #   - the ratio of latch to the better (lower) of nginx and HAProxy, per row;
 #   - throughput (req/s, msg/s), p99, and throughput relative to direct (no proxy);
 #   - RSS per idle WSS connection with IDLE_CONNS open (process tree for nginx);
+#   - L4 (TCP) mode: latch `mode = "tcp"` vs nginx `stream` vs HAProxy `mode tcp` in front of
+#     two `wsload tcp-server` echo backends: CPU per MB of bulk transfer (both directions
+#     counted) and per new connection (connect, 1-byte echo, close);
 #   - the CPU use of the load generator (and of the proxy) during each measurement, so a
 #     reader can see whether the client was the limit.
 #
@@ -30,9 +33,12 @@
 #   CONNS [64]           concurrent connections for wrk and the WS echo client
 #   IDLE_CONNS [9500]    idle WSS connections for the memory test (see the fd note below)
 #   TARGETS ["direct latch nginx haproxy"]
+#   SUITES ["http tcp"]  http: HTTP/HTTPS/WS/WSS and memory; tcp: the L4 rows
+#   TCP_CONNS [16]       concurrent connections for the TCP bulk and new-connection loads
 #   PUBLISH [0]          1: copy results to benches/load/results.md and results.svg
 #
-# Needs: wrk, nginx, haproxy (Debian: apt-get install -y wrk nginx haproxy; the script
+# Needs: wrk, nginx (+ libnginx-mod-stream for nginx `stream`), haproxy (Debian:
+# apt-get install -y wrk nginx libnginx-mod-stream haproxy; the script
 # tries that itself when it runs as root), node (only to write the report), cargo.
 # Everything listens on fixed ports on 127.0.0.1 (checked free first); the script stops
 # only the processes it started, by PID.
@@ -48,6 +54,8 @@ CONNS="${CONNS:-64}"
 IDLE_CONNS="${IDLE_CONNS:-9500}"
 TARGETS="${TARGETS:-direct latch nginx haproxy}"
 PUBLISH="${PUBLISH:-0}"
+SUITES="${SUITES:-http tcp}"
+TCP_CONNS="${TCP_CONNS:-16}"
 CERT="$ROOT/certs/dev.pem"
 KEY="$ROOT/certs/dev-key.pem"
 HZ="$(getconf CLK_TCK)"
@@ -58,6 +66,9 @@ HZ="$(getconf CLK_TCK)"
 # Backends: nginx HTTP 19101/19102 (+19443 TLS for the direct HTTPS baseline),
 # wsload WS echo 19111/19112 (+19444 WSS for the direct WSS baseline).
 BE_HTTP1=19101 BE_HTTP2=19102 BE_HTTPS=19443 BE_WS1=19111 BE_WS2=19112 BE_WSS=19444
+# TCP echo backends (`wsload tcp-server`) for the L4 rows.
+BE_TCP1=19121 BE_TCP2=19122
+declare -A TCP_PORT=([direct]=$BE_TCP1 [latch]=18090 [nginx]=28090 [haproxy]=27090)
 declare -A HTTP_PORT=([direct]=$BE_HTTP1 [latch]=18080 [nginx]=28080 [haproxy]=27080)
 declare -A HTTPS_PORT=([direct]=$BE_HTTPS [latch]=18443 [nginx]=28443 [haproxy]=27443)
 declare -A WS_PORT=([direct]=$BE_WS1 [latch]=18080 [nginx]=28080 [haproxy]=27080)
@@ -77,6 +88,9 @@ trap 'exit 130' INT TERM
 mkdir -p "$OUT/logs" "$OUT/nginx-backend" "$OUT/nginx-proxy"
 MISSING=()
 for t in wrk nginx haproxy; do command -v "$t" >/dev/null 2>&1 || MISSING+=("$t"); done
+# nginx `stream` is a dynamic module in Debian's nginx.
+NGX_STREAM=/usr/lib/nginx/modules/ngx_stream_module.so
+[ -f "$NGX_STREAM" ] || MISSING+=(libnginx-mod-stream)
 if ((${#MISSING[@]})) && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   log "installing ${MISSING[*]} with apt-get"
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${MISSING[@]}" >"$OUT/logs/apt.log" 2>&1 ||
@@ -130,7 +144,7 @@ wait_port() { # port [seconds]
 }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPH_LO=32768 EPH_HI=60999
-for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS "${HTTP_PORT[@]}" "${HTTPS_PORT[@]}"; do
+for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS "${HTTP_PORT[@]}" "${HTTPS_PORT[@]}" "${TCP_PORT[@]}"; do
   port_free "$p" || { log "port $p is already in use; stop whatever listens there"; exit 1; }
   ((p >= EPH_LO && p <= EPH_HI)) && NOTES+=("Port $p lies in the ephemeral range $EPH_LO-$EPH_HI; a listener there may fail to bind.")
 done
@@ -163,7 +177,10 @@ http {
 }
 CONF
 
+NGX_LOAD=""
+[ -f "$NGX_STREAM" ] && NGX_LOAD="load_module $NGX_STREAM;"
 cat >"$OUT/nginx-proxy/nginx.conf" <<CONF
+$NGX_LOAD
 worker_processes auto;
 worker_rlimit_nofile $NOFILE;
 pid $OUT/nginx-proxy/nginx.pid;
@@ -212,6 +229,20 @@ http {
   }
 }
 CONF
+# L4: nginx stream, round robin over the two TCP echo backends.
+[ -f "$NGX_STREAM" ] && cat >>"$OUT/nginx-proxy/nginx.conf" <<CONF
+stream {
+  upstream tcp_pool {
+    server 127.0.0.1:$BE_TCP1;
+    server 127.0.0.1:$BE_TCP2;
+  }
+  server {
+    listen 127.0.0.1:${TCP_PORT[nginx]};
+    proxy_pass tcp_pool;
+    proxy_timeout 1h;
+  }
+}
+CONF
 
 cat "$CERT" "$KEY" >"$OUT/haproxy-cert.pem"
 cat >"$OUT/haproxy.cfg" <<CONF
@@ -246,6 +277,15 @@ backend ws_pool
   balance roundrobin
   server w1 127.0.0.1:$BE_WS1
   server w2 127.0.0.1:$BE_WS2
+frontend tcp_fe
+  mode tcp
+  bind 127.0.0.1:${TCP_PORT[haproxy]}
+  default_backend tcp_pool
+backend tcp_pool
+  mode tcp
+  balance roundrobin
+  server t1 127.0.0.1:$BE_TCP1
+  server t2 127.0.0.1:$BE_TCP2
 CONF
 
 cat >"$OUT/latch.toml" <<CONF
@@ -277,6 +317,19 @@ servers = [{ addr = "127.0.0.1:$BE_WS1" }, { addr = "127.0.0.1:$BE_WS2" }]
 
 [upstream.ws_pool.timeouts]
 tunnel_idle = "1h"
+
+# L4: the TCP echo backends, round robin.
+[[listener]]
+bind = "127.0.0.1:${TCP_PORT[latch]}"
+mode = "tcp"
+upstream = "tcp_pool"
+
+[upstream.tcp_pool]
+balance = "round_robin"
+servers = [{ addr = "127.0.0.1:$BE_TCP1" }, { addr = "127.0.0.1:$BE_TCP2" }]
+
+[upstream.tcp_pool.timeouts]
+tunnel_idle = "1h"
 CONF
 
 "$LATCH" check --config "$OUT/latch.toml" >/dev/null || { log "latch rejected $OUT/latch.toml"; exit 1; }
@@ -301,7 +354,11 @@ PIDS+=($!)
 PIDS+=($!)
 "$WSLOAD" echo-server $BE_WSS "$CERT" "$KEY" >"$OUT/logs/backend-wss.log" 2>&1 &
 PIDS+=($!)
-for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS; do wait_port "$p" || exit 1; done
+"$WSLOAD" tcp-server $BE_TCP1 >"$OUT/logs/backend-tcp1.log" 2>&1 &
+PIDS+=($!)
+"$WSLOAD" tcp-server $BE_TCP2 >"$OUT/logs/backend-tcp2.log" 2>&1 &
+PIDS+=($!)
+for p in $BE_HTTP1 $BE_HTTP2 $BE_HTTPS $BE_WS1 $BE_WS2 $BE_WSS $BE_TCP1 $BE_TCP2; do wait_port "$p" || exit 1; done
 
 # ---------------------------------------------------------------- proxies
 PROXY_PID=""
@@ -315,7 +372,7 @@ start_proxy() { # target -> sets PROXY_PID
   esac
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
-  wait_port "${HTTP_PORT[$t]}" && wait_port "${HTTPS_PORT[$t]}"
+  wait_port "${HTTP_PORT[$t]}" && wait_port "${HTTPS_PORT[$t]}" && wait_port "${TCP_PORT[$t]}"
 }
 stop_proxy() {
   [ -n "$PROXY_PID" ] || return 0
@@ -423,6 +480,21 @@ run_ws() { # name target url
   ((errs > 0)) && NOTES+=("$t, $name: $errs WebSocket errors (first: $(jget "$f" first_error)).")
   log "  $name: ${mps%.*} msg/s, p99 $p99 ms, proxy CPU ${PROXY_CPU_S}s for $total messages, client CPU ${CLIENT_CPU_S}s in ${WALL_S}s"
 }
+run_tcp() { # name target mode(tcp-bulk|tcp-conn)
+  local name=$1 t=$2 mode=$3 f="$OUT/logs/tcp-$1-$2.json" r rate p99 errs ops
+  measure "$name" "$t" "$f" "$WSLOAD" "$mode" "127.0.0.1:${TCP_PORT[$t]}" "$TCP_CONNS" "$DURATION"
+  if [ "$mode" = tcp-bulk ]; then r=$(jget "$f" mb_per_s errors mb) p99=""; else r=$(jget "$f" conns_per_s errors conns); fi
+  if [ -z "$r" ]; then
+    NOTES+=("$t, $name: the TCP client failed: $(head -c 300 "${f%.*}.err" | tr '\n' ' ')")
+    log "  $name: failed"; return
+  fi
+  read -r rate errs ops <<<"$r"
+  put "${name}_rate" "$t" "$rate"
+  [ "$mode" = tcp-conn ] && put "${name}_p99" "$t" "$(jget "$f" p99_ms)"
+  put_cpu "$name" "$t" "$ops"
+  ((errs > 0)) && NOTES+=("$t, $name: $errs TCP errors (first: $(jget "$f" first_error)).")
+  log "  $name: ${rate%.*}/s, proxy CPU ${PROXY_CPU_S}s for $ops, client CPU ${CLIENT_CPU_S}s in ${WALL_S}s"
+}
 run_mem() { # target (proxy freshly started, PROXY_PID set)
   local t=$1 ready="$OUT/logs/idle-$1.json" before after cpid opened failed
   rm -f "$ready"
@@ -451,12 +523,18 @@ run_mem() { # target (proxy freshly started, PROXY_PID set)
 for t in $TARGETS; do
   log "== $t"
   start_proxy "$t" || { NOTES+=("$t did not start; see target/bench/logs/$t.log"); stop_proxy; continue; }
-  run_wrk http "$t" "http://$HOST:${HTTP_PORT[$t]}/"
-  run_wrk https "$t" "https://$HOST:${HTTPS_PORT[$t]}/"
-  run_wrk tlsnew "$t" "https://$HOST:${HTTPS_PORT[$t]}/" -H "Connection: close"
-  run_ws ws "$t" "ws://$HOST:${WS_PORT[$t]}/ws"
-  run_ws wss "$t" "wss://$HOST:${WSS_PORT[$t]}/ws"
-  if [ "$t" != direct ]; then
+  if [[ " $SUITES " == *" tcp "* ]]; then
+    run_tcp tcpbulk "$t" tcp-bulk
+    run_tcp tcpnew "$t" tcp-conn
+  fi
+  if [[ " $SUITES " == *" http "* ]]; then
+    run_wrk http "$t" "http://$HOST:${HTTP_PORT[$t]}/"
+    run_wrk https "$t" "https://$HOST:${HTTPS_PORT[$t]}/"
+    run_wrk tlsnew "$t" "https://$HOST:${HTTPS_PORT[$t]}/" -H "Connection: close"
+    run_ws ws "$t" "ws://$HOST:${WS_PORT[$t]}/ws"
+    run_ws wss "$t" "wss://$HOST:${WSS_PORT[$t]}/ws"
+  fi
+  if [ "$t" != direct ] && [[ " $SUITES " == *" http "* ]]; then
     stop_proxy; sleep 1
     start_proxy "$t" && run_mem "$t"
   fi
@@ -475,6 +553,7 @@ HDR="$OUT/header.md"
   echo "- load: HTTP with wrk -t2 -c$CONNS -d${DURATION}s --latency (new TLS connections: the same with \`Connection: close\`, one connection per request); WS with wsload (benches/load/wsload: tokio multi-thread, tokio-tungstenite, rustls), $CONNS connections each ping-ponging a 64-byte message for ${DURATION}s after 1 s of warm-up; memory: $IDLE_CONNS idle WSS connections, each proved by one echo"
   echo "- backends: 2 HTTP (one nginx, ports $BE_HTTP1/$BE_HTTP2, \`return 200 \"ok\"\`), 2 WS echo (\`wsload echo-server\`, ports $BE_WS1/$BE_WS2), round robin; direct = the client talks to one backend port (HTTPS/WSS direct: the backend's own TLS)"
   echo "- proxies: latch workers = 0, nginx worker_processes auto, HAProxy nbthread 2; all on one $(nproc)-core machine together with the backends and the load generator"
+  echo "- TCP (L4) mode: latch \`mode = \"tcp\"\`, nginx \`stream\`, HAProxy \`mode tcp\`, round robin over two \`wsload tcp-server\` echo backends (ports $BE_TCP1/$BE_TCP2); bulk: $TCP_CONNS connections each writing 64 KiB chunks for ${DURATION}s and reading the echo, CPU per MB of both directions; new connections: $TCP_CONNS loops of connect, 1-byte echo, close (SO_LINGER 0)"
   echo "- CPU per operation: utime + stime of the proxy (nginx: master + workers) from /proc/PID/stat, read before and after each measurement, divided by the operations completed in it (WS: every round trip, warm-up included; new TLS: connections = requests)"
 } >"$HDR"
 errs=$(grep -cE '(ERROR|WARN)' "$OUT/logs/latch.log" 2>/dev/null)

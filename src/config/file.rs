@@ -131,6 +131,8 @@ pub struct AdminSection {
 #[serde(deny_unknown_fields)]
 pub struct ListenerSection {
     pub bind: Spanned<String>,
+    /// `"http"` (the default) or `"tcp"`: L4 stream mode (`stream/`).
+    pub mode: Option<Spanned<ListenerMode>>,
     /// The upstream for every request, unless routes are given.
     pub upstream: Option<Spanned<String>>,
     #[serde(default)]
@@ -145,6 +147,18 @@ pub struct ListenerSection {
     /// Most connections open at once from one client address; more are
     /// closed at once. Unset = no limit.
     pub max_connections_per_client: Option<Spanned<usize>>,
+}
+
+/// What a listener speaks to its clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerMode {
+    /// HTTP/1.1 (and WebSocket upgrades), routed by host and path.
+    #[default]
+    Http,
+    /// Raw TCP (nginx `stream`, HAProxy `mode tcp`): each connection's bytes go
+    /// to one server of the listener's `upstream`, after TLS if `tls` is set.
+    Tcp,
 }
 
 /// One `[[listener.route]]`: first match wins, in file order.

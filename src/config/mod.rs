@@ -15,6 +15,9 @@ mod sticky;
 mod summary;
 mod tls;
 
+/// Checks for `mode = "tcp"` listeners.
+mod stream;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -26,7 +29,7 @@ use std::time::Duration;
 pub use cidr::Cidr;
 pub use discover::{DiscoverConfig, RecordKind};
 pub use expect::Expect;
-pub use file::{AccessLog, Balance, SameSite};
+pub use file::{AccessLog, Balance, ListenerMode, SameSite};
 pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
 pub use summary::summary;
@@ -83,6 +86,8 @@ impl std::fmt::Debug for AdminSettings {
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub bind: SocketAddr,
+    /// HTTP, or L4 stream mode (one upstream, no routes).
+    pub mode: ListenerMode,
     /// Tried in order; the listener's own `upstream` is the last, catch-all route.
     pub routes: Vec<Route>,
     pub tls: Option<TlsSettings>,
@@ -484,6 +489,7 @@ impl Validator<'_> {
         upstreams: &BTreeMap<String, UpstreamConfig>,
     ) -> Result<ListenerConfig, ConfigError> {
         let bind = self.addr(&l.bind, &format!("{key}.bind"))?;
+        let mode = self.listener_mode(key, l, upstreams)?;
         let known = |name: &Spanned<String>, k: String| {
             if upstreams.contains_key(name.get_ref()) {
                 Ok(name.get_ref().clone())
@@ -583,6 +589,7 @@ impl Validator<'_> {
         }
         Ok(ListenerConfig {
             bind,
+            mode,
             routes,
             tls,
             trusted_proxies,

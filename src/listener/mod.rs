@@ -145,6 +145,10 @@ impl ConnCtx {
     }
 
     async fn serve<I: http1::Io>(&self, io: I, info: Arc<ConnInfo>, server: &ServerSettings) {
+        // L4 stream mode: bytes, not HTTP (`stream/`).
+        if let Some(up) = info.routes.as_deref().and_then(crate::stream::upstream_of) {
+            return crate::stream::serve(&self.shared, io, info.peer, up).await;
+        }
         let peer = info.peer;
         let settings = http1::Settings {
             header_timeout: server.header_timeout,

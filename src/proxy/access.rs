@@ -97,14 +97,14 @@ struct TunnelLine<'a> {
 }
 
 /// Now, as RFC 3339 in UTC (`2025-01-31T12:00:00.123456789Z`).
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default()
 }
 
 /// Writes one JSON object as the event's whole message.
-fn emit_json(line: &impl Serialize) {
+pub(crate) fn emit_json(line: &impl Serialize) {
     match serde_json::to_string(line) {
         Ok(json) => info!(target: "access", "{json}"),
         Err(e) => debug!("access line not written: {e}"),

@@ -13,8 +13,8 @@ use super::select::StickyCookie;
 use crate::backend::{Backend, Pool, ServerKey};
 use crate::balance::Policy;
 use crate::config::{
-    Balance, Cidr, Config, HashKey, RetryConfig, Route, ServerSettings, Sticky, Timeouts,
-    UpstreamConfig,
+    Balance, Cidr, Config, HashKey, ListenerMode, RetryConfig, Route, ServerSettings, Sticky,
+    Timeouts, UpstreamConfig,
 };
 use crate::metrics::{Metrics, UpstreamMetrics};
 
@@ -32,7 +32,7 @@ pub struct Upstream {
     pub(super) cookie: Option<StickyCookie>,
     /// What ring placement hashes, and how client addresses are grouped.
     pub(super) hash_key: HashKey,
-    pub(super) prefixes: (u8, u8),
+    pub(crate) prefixes: (u8, u8),
     /// Metric handles for this upstream and its servers.
     pub(super) metrics: UpstreamMetrics,
 }
@@ -71,6 +71,8 @@ impl Upstream {
 /// One listener's routing table.
 #[derive(Debug)]
 pub struct ListenerRoutes {
+    /// A `tcp` listener's one route names its upstream (`stream/`).
+    pub mode: ListenerMode,
     pub routes: Vec<Route>,
     pub trusted_proxies: Vec<Cidr>,
 }
@@ -128,6 +130,7 @@ impl Routing {
             .zip(listener_ids)
             .map(|(l, id)| {
                 let routes = ListenerRoutes {
+                    mode: l.mode,
                     routes: l.routes.clone(),
                     trusted_proxies: l.trusted_proxies.clone(),
                 };
@@ -169,6 +172,7 @@ mod tests {
     #[test]
     fn routes_match_host_then_prefix_in_order() {
         let t = ListenerRoutes {
+            mode: ListenerMode::Http,
             routes: vec![
                 route(Some("chat.test"), "/socket.io/", "io"),
                 route(Some("*.test"), "/", "wild"),

@@ -17,6 +17,7 @@ pub mod lb;
 pub mod node;
 pub mod pattern;
 pub mod raw_http;
+pub mod redis;
 pub mod tls;
 pub mod ws_client;
 pub mod ws_recorder;

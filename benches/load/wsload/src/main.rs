@@ -17,6 +17,8 @@
 //!                                     CONNS connections each sending a numbered message a
 //!                                     second for SECS, reconnecting when closed, and an
 //!                                     optional HTTP GET loop at RATE req/s; files in OUTDIR
+//! wsload tcp-server PORT | tcp-bulk ADDR CONNS SECS | tcp-conn ADDR CONNS SECS
+//!                                     plain TCP echo backend and loads (see tcp.rs)
 //! ```
 //!
 //! URLs are `ws://` or `wss://`. A `wss://` client does not verify the certificate chain
@@ -33,13 +35,15 @@ mod http;
 mod idle;
 mod server;
 mod soak;
+mod tcp;
 mod tls;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: wsload echo URL CONNS SECS | idle URL N READYFILE | \
-     echo-server PORT [CERT KEY] [--name NAME] | soak URL CONNS SECS OUTDIR [HTTP_URL RATE]";
+     echo-server PORT [CERT KEY] [--name NAME] | soak URL CONNS SECS OUTDIR [HTTP_URL RATE] | \
+     tcp-server PORT | tcp-bulk ADDR CONNS SECS | tcp-conn ADDR CONNS SECS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -73,19 +77,19 @@ fn main() -> ExitCode {
             };
             match (port.parse(), rest) {
                 (Ok(port), []) => rt.block_on(server::run(port, None, name, max_lifetime())),
-                (Ok(port), [cert, key]) => rt.block_on(server::run(
-                    port,
-                    Some((cert, key)),
-                    name,
-                    max_lifetime(),
-                )),
+                (Ok(port), [cert, key]) => {
+                    rt.block_on(server::run(port, Some((cert, key)), name, max_lifetime()))
+                }
                 _ => Err(USAGE.to_string()),
             }
         }
         ["soak", url, conns, secs, out, rest @ ..] => {
             let http = match rest {
                 [] => Ok(None),
-                [u, rate] => rate.parse::<f64>().map(|r| Some((u.to_string(), r))).map_err(drop),
+                [u, rate] => rate
+                    .parse::<f64>()
+                    .map(|r| Some((u.to_string(), r)))
+                    .map_err(drop),
                 _ => Err(()),
             };
             match (conns.parse(), secs.parse(), http) {
@@ -96,6 +100,23 @@ fn main() -> ExitCode {
                     out.as_ref(),
                     http,
                 )),
+                _ => Err(USAGE.to_string()),
+            }
+        }
+        ["tcp-server", port] => match port.parse() {
+            Ok(port) => rt.block_on(tcp::server(port, max_lifetime())),
+            Err(_) => Err(USAGE.to_string()),
+        },
+        [mode @ ("tcp-bulk" | "tcp-conn"), addr, conns, secs] => {
+            match (conns.parse(), secs.parse::<f64>()) {
+                (Ok(conns), Ok(secs)) => {
+                    let secs = Duration::from_secs_f64(secs);
+                    if *mode == "tcp-bulk" {
+                        rt.block_on(tcp::bulk(addr, conns, secs))
+                    } else {
+                        rt.block_on(tcp::conn(addr, conns, secs))
+                    }
+                }
                 _ => Err(USAGE.to_string()),
             }
         }
