@@ -294,7 +294,7 @@ fn status_class(status: u16) -> &'static str {
 mod listener;
 mod pool;
 
-pub use listener::ListenerStats;
+pub use listener::{ListenerStats, PROXY_REFUSALS};
 pub use pool::{STATES, server_state};
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use crate::backend::conn::{self, Conn, Head, OutBody, SendError, Streaming, Upgr
 use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
 use crate::config::{AccessLog, RetryConfig, ServerSettings};
+use crate::proxy_protocol::Addrs;
 
 /// The client's side of an upgrade, when the request asked for one.
 struct Upgrade {
@@ -236,9 +237,11 @@ impl Attempts<'_> {
             // Unreachable: a streamed body allows no second attempt.
             return Err(ProxyError::BadRequest("request body already sent"));
         };
-        let mut c = match backend.idle.checkout(self.settings.pool_idle_timeout).await {
+        let max_idle = self.settings.pool_idle_timeout;
+        let proxied = self.proxied().map(|(_, client)| client);
+        let mut c = match backend.idle.checkout_for(max_idle, proxied).await {
             Some(c) => c,
-            None => connect(backend, self.upstream.timeouts.connect).await?,
+            None => self.open(backend).await?,
         };
         match self.once(backend, &mut c, out).await {
             Ok(head) => return Ok((head, c)),
@@ -255,11 +258,39 @@ impl Attempts<'_> {
         let Some(out) = body.next_attempt() else {
             return Err(ProxyError::BadRequest("request body already sent"));
         };
-        let mut fresh = connect(backend, self.upstream.timeouts.connect).await?;
+        let mut fresh = self.open(backend).await?;
         match self.once(backend, &mut fresh, out).await {
             Ok(head) => Ok((head, fresh)),
             Err(e) => Err(e.into_proxy(backend)),
         }
+    }
+
+    /// A new connection to `backend`, with the PROXY header first when the
+    /// upstream has `send_proxy`.
+    async fn open(&self, backend: &Backend) -> Result<Conn, ProxyError> {
+        let mut c = connect(backend, self.upstream.timeouts.connect).await?;
+        if let Some((version, client)) = self.proxied() {
+            c.send_proxy_header(version, client)
+                .await
+                .map_err(|e| ProxyError::Connect(backend.addr, e.to_string()))?;
+        }
+        Ok(c)
+    }
+
+    /// The PROXY header's version and addresses, when the upstream sends one.
+    fn proxied(&self) -> Option<(crate::proxy_protocol::Version, Addrs)> {
+        let version = self.upstream.send_proxy?;
+        let src = self.conn.peer;
+        // Not known only for connections made outside a listener; the
+        // header still needs one, of the client's family.
+        let dst = self.conn.local.unwrap_or_else(|| {
+            let any = match src {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            std::net::SocketAddr::new(any, 0)
+        });
+        Some((version, Addrs { src, dst }))
     }
 
     /// Writes the request on `c` and reads the response head.

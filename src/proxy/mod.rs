@@ -62,7 +62,11 @@ pub struct ConnInfo {
     /// The listener's routes when the connection arrived: used only if a
     /// reload removed the listener, so its open connections keep working.
     pub routes: Option<Arc<ListenerRoutes>>,
+    /// The client: the TCP peer, or the client a PROXY protocol header named.
     pub peer: SocketAddr,
+    /// The address the client connected to (from the PROXY header when one
+    /// named it), for `send_proxy`; `None` when the listener did not ask.
+    pub local: Option<SocketAddr>,
     pub tls: bool,
     /// `peer`'s address as an `X-Forwarded-For` value, made once.
     pub forwarded_for: http::HeaderValue,
@@ -79,6 +83,7 @@ impl ConnInfo {
             listener,
             routes,
             peer,
+            local: None,
             tls,
             forwarded_for: headers::forwarded_for(peer),
         }

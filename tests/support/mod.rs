@@ -10,6 +10,7 @@ mod backend_ws;
 pub mod child;
 pub mod faults;
 pub mod faulty;
+pub mod haproxy;
 pub mod http_client;
 pub mod lb;
 pub mod pattern;

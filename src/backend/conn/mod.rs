@@ -42,6 +42,7 @@ pub use body::Streaming;
 pub use wire::{Head, HeadError, RespFraming};
 
 use crate::body::Body;
+use crate::proxy_protocol::{self, Addrs};
 
 /// A request body is sent in the same write as its head up to this size.
 const INLINE_BODY: usize = 16 * 1024;
@@ -57,6 +58,9 @@ pub struct Conn {
     reused: bool,
     /// When it went idle; the reaper closes it `pool_idle_timeout` later.
     idle_since: Instant,
+    /// The client its PROXY protocol header named (`send_proxy`): it may
+    /// carry requests of that client connection only.
+    proxied: Option<Addrs>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -138,10 +142,25 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Connec
         wbuf: Vec::with_capacity(1024),
         reused: false,
         idle_since: Instant::now(),
+        proxied: None,
     })
 }
 
 impl Conn {
+    /// Sends a PROXY protocol header for `client` first, on a new
+    /// connection (`send_proxy`); from then on the connection is that
+    /// client's, and the idle list hands it to no other.
+    pub async fn send_proxy_header(
+        &mut self,
+        version: proxy_protocol::Version,
+        client: Addrs,
+    ) -> io::Result<()> {
+        let header = proxy_protocol::encode(version, Some(client));
+        self.io.write_all(&header).await?;
+        self.proxied = Some(client);
+        Ok(())
+    }
+
     /// Whether it served a request before.
     pub fn reused(&self) -> bool {
         self.reused
@@ -354,12 +373,28 @@ impl Idle {
     /// The most recently used connection that is still open and younger than
     /// `max_age`; closed or stale ones met on the way are dropped.
     pub async fn checkout(&self, max_age: Duration) -> Option<Conn> {
-        std::future::poll_fn(|cx| Poll::Ready(self.take_ready(cx, max_age))).await
+        self.checkout_for(max_age, None).await
     }
 
-    fn take_ready(&self, cx: &mut Context<'_>, max_age: Duration) -> Option<Conn> {
+    /// Like [`Idle::checkout`], among the connections whose PROXY header
+    /// named `proxied` (`None`: the ones that sent none). A header names one
+    /// client, so a connection that sent one serves that client only.
+    pub async fn checkout_for(&self, max_age: Duration, proxied: Option<Addrs>) -> Option<Conn> {
+        std::future::poll_fn(|cx| Poll::Ready(self.take_ready(cx, max_age, proxied))).await
+    }
+
+    fn take_ready(
+        &self,
+        cx: &mut Context<'_>,
+        max_age: Duration,
+        proxied: Option<Addrs>,
+    ) -> Option<Conn> {
         loop {
-            let mut conn = self.list().pop()?;
+            let mut conn = {
+                let mut list = self.list();
+                let i = list.iter().rposition(|c| c.proxied == proxied)?;
+                list.remove(i)
+            };
             if conn.idle_since.elapsed() < max_age && conn.ready(cx) {
                 return Some(conn);
             }
