@@ -288,6 +288,23 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_counted_later_takes_its_address_share() {
+        // Behind a PROXY header: counted as open first, by address once the
+        // header names the client.
+        let l = limiter(Some(10), Some(1));
+        let mut first = l.admit_open();
+        let mut second = l.admit_open();
+        assert_eq!(l.stats().open(), 2);
+        assert!(first.claim(A));
+        assert!(first.claim(B), "a counted slot keeps its address");
+        assert!(!second.claim(A));
+        assert!(second.claim(B));
+        assert_eq!(l.stats().refused_per_client.load(Ordering::Relaxed), 1);
+        drop(first);
+        assert!(l.admit_open().claim(A), "A's share is free again");
+    }
+
+    #[test]
     fn freed_addresses_leave_the_table() {
         let l = limiter(None, Some(1));
         drop(l.admit(A).unwrap());

@@ -172,3 +172,38 @@ async fn an_upgrade_keeps_the_bytes_read_past_the_101() {
     up.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"first frame");
 }
+
+/// A connection that sent a PROXY header goes back to the idle list but is
+/// handed out again only for the client it named; plain connections are
+/// never handed to a `send_proxy` request, nor the other way round.
+#[tokio::test]
+async fn a_proxied_connection_serves_only_its_client() {
+    use crate::proxy_protocol::{Addrs, Version};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Keeps every connection open, reading nothing.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let client = |port| Addrs {
+        src: SocketAddr::from(([192, 0, 2, 1], port)),
+        dst: addr,
+    };
+    let idle = super::Idle::default();
+    let max = Duration::from_secs(60);
+    let mut a = connect(addr, max).await.unwrap();
+    a.send_proxy_header(Version::V2, client(1)).await.unwrap();
+    idle.put(a, 4);
+    idle.put(connect(addr, max).await.unwrap(), 4);
+    assert!(idle.checkout_for(max, Some(client(2))).await.is_none());
+    assert_eq!(idle.len(), 2, "the others' connections stay");
+    let back = idle.checkout_for(max, Some(client(1))).await.expect("its own");
+    assert_eq!(back.proxied, Some(client(1)));
+    let plain = idle.checkout(max).await.expect("the plain one");
+    assert_eq!(plain.proxied, None);
+    idle.put(back, 4);
+    assert!(idle.checkout(max).await.is_none(), "a proxied one is not plain");
+}
