@@ -20,6 +20,7 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -271,6 +272,13 @@ async fn latch_send_proxy_to_haproxy_accept_proxy() {
                 assert_eq!(String::from_utf8_lossy(&body), want, "{version}");
             }
         }
+        // Each client connection's upstream connection was its own, and
+        // is closed once that client has gone.
+        wait_until("the clients' upstream connections closed", TIMEOUT, || {
+            lb.handle.pool().reap_idle(Duration::from_secs(60));
+            server.idle.is_empty()
+        })
+        .await;
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::config::ServerSettings;
 use crate::proxy::{self, ConnInfo, Shared};
@@ -154,24 +154,11 @@ impl ConnCtx {
         let mut client = (peer, local);
         if let Some(from) = routes.as_ref().and_then(|r| r.proxy_protocol.as_deref()) {
             let timeout = server.tls_handshake_timeout;
-            match proxy_protocol::read_proxy_header(&mut stream, peer, from, timeout).await {
+            let stats = slot.stats().clone();
+            match proxy_protocol::admit(&mut stream, peer, from, timeout, &stats).await {
                 Ok(Some(named)) => client = (named.src, Some(named.dst)),
                 Ok(None) => {}
-                Err(refusal) => {
-                    slot.stats().proxy_refused(refusal.reason());
-                    let listener = slot.stats().addr;
-                    if refusal.notable() {
-                        match refusal {
-                            proxy_protocol::Refusal::Untrusted => {
-                                info!(%peer, %listener, "closed: {refusal}")
-                            }
-                            _ => warn!(%peer, %listener, "closed: {refusal}"),
-                        }
-                    } else {
-                        debug!(%peer, %listener, "closed: {refusal}");
-                    }
-                    return;
-                }
+                Err(_) => return,
             }
             if !slot.claim(client.0.ip()) {
                 debug!(peer = %client.0, "closed: the address has max_connections_per_client open");

@@ -6,14 +6,17 @@
 //! how many it needs at least, so nothing after the header is consumed) under
 //! one timeout, and answers the client it names. Anything else is a
 //! [`Refusal`]: the caller closes the connection and counts it by
-//! [`Refusal::reason`]. TCP mode calls the same function.
+//! [`Refusal::reason`]. [`admit`] does that counting and logging for a
+//! listener; TCP mode can call it (or [`read_proxy_header`]) the same way.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::{debug, info, warn};
 
 use crate::config::Cidr;
+use crate::metrics::ListenerStats;
 use crate::proxy_protocol::{self, Addrs, Header, Parsed};
 
 /// Why a connection was closed before its header was accepted.
@@ -46,14 +49,30 @@ impl Refusal {
             Refusal::Io(_) => "error",
         }
     }
+}
 
-    /// Worth an operator's attention: a trusted balancer that sends no
-    /// header or a broken one, or an untrusted peer trying. Closes and
-    /// timeouts are what balancers' own TCP checks and impatient clients
-    /// do, so they are logged only at debug level.
-    pub fn notable(&self) -> bool {
-        matches!(self, Refusal::Untrusted | Refusal::Header(_))
+/// [`read_proxy_header`] for a listener: a refusal is counted in `stats`
+/// and logged (a warning for a trusted peer's missing or broken header, info
+/// for an untrusted peer, debug for closes and timeouts); the caller then
+/// closes the connection.
+pub async fn admit<S: AsyncRead + Unpin>(
+    io: &mut S,
+    peer: SocketAddr,
+    from: &[Cidr],
+    timeout: Duration,
+    stats: &ListenerStats,
+) -> Result<Option<Addrs>, Refusal> {
+    let result = read_proxy_header(io, peer, from, timeout).await;
+    if let Err(refusal) = &result {
+        stats.proxy_refused(refusal.reason());
+        let listener = stats.addr;
+        match refusal {
+            Refusal::Untrusted => info!(%peer, %listener, "closed: {refusal}"),
+            Refusal::Header(_) => warn!(%peer, %listener, "closed: {refusal}"),
+            _ => debug!(%peer, %listener, "closed: {refusal}"),
+        }
     }
+    result
 }
 
 /// Reads the PROXY header at the start of `io`, from `peer`, within
@@ -181,6 +200,37 @@ mod tests {
         )
         .await;
         assert_eq!(untrusted, Err(Refusal::Untrusted));
+    }
+
+    #[test]
+    fn every_reason_is_a_metric_label() {
+        use crate::proxy_protocol::Error;
+        let all = [
+            Refusal::Untrusted,
+            Refusal::Header(Error::Missing),
+            Refusal::Header(Error::Malformed("x")),
+            Refusal::Header(Error::Oversized),
+            Refusal::Truncated,
+            Refusal::Closed,
+            Refusal::Timeout(T),
+            Refusal::Io(std::io::ErrorKind::ConnectionReset),
+        ];
+        let reasons: Vec<&str> = all.iter().map(Refusal::reason).collect();
+        assert_eq!(reasons, crate::metrics::PROXY_REFUSALS);
+    }
+
+    #[tokio::test]
+    async fn admit_counts_a_refusal_by_reason() {
+        let stats = ListenerStats::new("127.0.0.1:1".parse().unwrap());
+        let (client, mut server) = tokio::io::duplex(64);
+        drop(client);
+        let r = admit(&mut server, peer(), &trusted(), T, &stats).await;
+        assert_eq!(r, Err(Refusal::Closed));
+        assert_eq!(
+            stats.proxy_refused[5].load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(stats.proxy_refused_total(), 1);
     }
 
     #[tokio::test(start_paused = true)]

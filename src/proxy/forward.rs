@@ -48,7 +48,7 @@ struct Upgrade {
 pub(super) async fn forward(
     shared: &Shared,
     routing: &Routing,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     mut req: Request<Incoming>,
     id: &headers::RequestId,
 ) -> Result<(Response<Body>, Served), ProxyError> {
@@ -136,7 +136,9 @@ struct Attempts<'a> {
     /// The routing table's server settings (pool sizes, access log).
     settings: &'a ServerSettings,
     upstream: &'a Arc<Upstream>,
-    conn: &'a ConnInfo,
+    /// Shared, so a connection that sent a PROXY header can tell when its
+    /// client connection is gone (`send_proxy`).
+    conn: &'a Arc<ConnInfo>,
     /// Method, version and headers as rewritten for backends.
     parts: Parts,
     /// The origin-form target sent to backends.
@@ -238,8 +240,8 @@ impl Attempts<'_> {
             return Err(ProxyError::BadRequest("request body already sent"));
         };
         let max_idle = self.settings.pool_idle_timeout;
-        let proxied = self.proxied().map(|(_, client)| client);
-        let mut c = match backend.idle.checkout_for(max_idle, proxied).await {
+        let owner = self.upstream.send_proxy.map(|_| self.owner());
+        let mut c = match backend.idle.checkout_for(max_idle, owner.as_ref()).await {
             Some(c) => c,
             None => self.open(backend).await?,
         };
@@ -270,11 +272,19 @@ impl Attempts<'_> {
     async fn open(&self, backend: &Backend) -> Result<Conn, ProxyError> {
         let mut c = connect(backend, self.upstream.timeouts.connect).await?;
         if let Some((version, client)) = self.proxied() {
-            c.send_proxy_header(version, client)
+            c.send_proxy_header(version, client, self.owner())
                 .await
                 .map_err(|e| ProxyError::Connect(backend.addr, e.to_string()))?;
         }
         Ok(c)
+    }
+
+    /// The client connection, as the owner of the upstream connections
+    /// that named it in a PROXY header.
+    fn owner(&self) -> conn::Owner {
+        let owner: Arc<ConnInfo> = self.conn.clone();
+        let owner: Arc<dyn std::any::Any + Send + Sync> = owner;
+        Arc::downgrade(&owner)
     }
 
     /// The PROXY header's version and addresses, when the upstream sends one.

@@ -65,7 +65,8 @@ pub struct ConnInfo {
     /// The client: the TCP peer, or the client a PROXY protocol header named.
     pub peer: SocketAddr,
     /// The address the client connected to (from the PROXY header when one
-    /// named it), for `send_proxy`; `None` when the listener did not ask.
+    /// named it), for `send_proxy`; `None` when unknown (set by the
+    /// listener after [`ConnInfo::new`]).
     pub local: Option<SocketAddr>,
     pub tls: bool,
     /// `peer`'s address as an `X-Forwarded-For` value, made once.

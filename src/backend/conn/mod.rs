@@ -58,9 +58,41 @@ pub struct Conn {
     reused: bool,
     /// When it went idle; the reaper closes it `pool_idle_timeout` later.
     idle_since: Instant,
-    /// The client its PROXY protocol header named (`send_proxy`): it may
-    /// carry requests of that client connection only.
-    proxied: Option<Addrs>,
+    /// The client connection its PROXY protocol header named
+    /// (`send_proxy`): it carries requests of that client connection only,
+    /// and is closed once that connection is gone.
+    proxied: Option<Proxied>,
+}
+
+/// The client connection that owns an upstream connection: held weakly, so
+/// the idle list can tell when it is gone.
+pub type Owner = std::sync::Weak<dyn std::any::Any + Send + Sync>;
+
+/// What a connection's PROXY header said, and for whom.
+#[derive(Debug, Clone)]
+struct Proxied {
+    client: Addrs,
+    owner: Owner,
+}
+
+impl Conn {
+    /// Whether it may carry a request for `owner` (`None`: a request that
+    /// sends no PROXY header).
+    fn serves(&self, owner: Option<&Owner>) -> bool {
+        match (&self.proxied, owner) {
+            (None, None) => true,
+            (Some(p), Some(o)) => p.owner.ptr_eq(o),
+            _ => false,
+        }
+    }
+
+    /// A PROXY connection whose client connection has closed: no request
+    /// can use it any more.
+    fn orphaned(&self) -> bool {
+        self.proxied
+            .as_ref()
+            .is_some_and(|p| p.owner.strong_count() == 0)
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -148,17 +180,25 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Connec
 
 impl Conn {
     /// Sends a PROXY protocol header for `client` first, on a new
-    /// connection (`send_proxy`); from then on the connection is that
-    /// client's, and the idle list hands it to no other.
+    /// connection (`send_proxy`); from then on the connection belongs to
+    /// `owner` (the client connection), and the idle list hands it to no
+    /// other request and closes it once `owner` is gone (as HAProxy keeps
+    /// such connections private).
     pub async fn send_proxy_header(
         &mut self,
         version: proxy_protocol::Version,
         client: Addrs,
+        owner: Owner,
     ) -> io::Result<()> {
         let header = proxy_protocol::encode(version, Some(client));
         self.io.write_all(&header).await?;
-        self.proxied = Some(client);
+        self.proxied = Some(Proxied { client, owner });
         Ok(())
+    }
+
+    /// The client its PROXY header named, if it sent one.
+    pub fn proxied_client(&self) -> Option<Addrs> {
+        self.proxied.as_ref().map(|p| p.client)
     }
 
     /// Whether it served a request before.
@@ -377,22 +417,23 @@ impl Idle {
     }
 
     /// Like [`Idle::checkout`], among the connections whose PROXY header
-    /// named `proxied` (`None`: the ones that sent none). A header names one
-    /// client, so a connection that sent one serves that client only.
-    pub async fn checkout_for(&self, max_age: Duration, proxied: Option<Addrs>) -> Option<Conn> {
-        std::future::poll_fn(|cx| Poll::Ready(self.take_ready(cx, max_age, proxied))).await
+    /// was sent for `owner`, a client connection (`None`: the ones that sent
+    /// none). A header names one client, so such a connection serves only
+    /// the client connection it was opened for.
+    pub async fn checkout_for(&self, max_age: Duration, owner: Option<&Owner>) -> Option<Conn> {
+        std::future::poll_fn(|cx| Poll::Ready(self.take_ready(cx, max_age, owner))).await
     }
 
     fn take_ready(
         &self,
         cx: &mut Context<'_>,
         max_age: Duration,
-        proxied: Option<Addrs>,
+        owner: Option<&Owner>,
     ) -> Option<Conn> {
         loop {
             let mut conn = {
                 let mut list = self.list();
-                let i = list.iter().rposition(|c| c.proxied == proxied)?;
+                let i = list.iter().rposition(|c| c.serves(owner))?;
                 list.remove(i)
             };
             if conn.idle_since.elapsed() < max_age && conn.ready(cx) {
@@ -401,14 +442,15 @@ impl Idle {
         }
     }
 
-    /// Closes the connections older than `max_age` or closed by the server.
+    /// Closes the connections older than `max_age`, closed by the server, or
+    /// whose PROXY header's client connection is gone.
     pub fn reap(&self, max_age: Duration) {
         let mut cx = Context::from_waker(Waker::noop());
         let mut stale = Vec::new();
         {
             let mut list = self.list();
             for mut c in std::mem::take(&mut *list) {
-                if c.idle_since.elapsed() < max_age && c.ready(&mut cx) {
+                if c.idle_since.elapsed() < max_age && !c.orphaned() && c.ready(&mut cx) {
                     list.push(c);
                 } else {
                     stale.push(c);
