@@ -60,13 +60,13 @@ pub async fn run_after(
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {}", io_reason(&e)))?;
+        // Probes are small request/response exchanges; do not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
         if !preface.is_empty() {
             tokio::io::AsyncWriteExt::write_all(&mut tcp, preface)
                 .await
                 .map_err(|e| format!("sending the PROXY header: {}", io_reason(&e)))?;
         }
-        // Probes are small request/response exchanges; do not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
         match probe {
             Probe::Tcp => Ok(()),
             Probe::Http(h) => probe_http::check(h, tcp, addr).await,
