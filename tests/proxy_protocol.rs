@@ -422,6 +422,38 @@ async fn bad_headers_are_refused_and_the_listener_keeps_serving() {
     assert!(metrics.contains(&series), "{series} not in\n{metrics}");
 }
 
+/// A reload turns `proxy_protocol` on for a listener that stays: new
+/// connections must then bring a header, and a connection that was open
+/// before keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_the_header_on_for_new_connections() {
+    let b = spawn_backend("b").await;
+    let upstream = format!("[upstream.app]\n{}\n", servers(&[b.addr]));
+    let plain = format!("[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n{upstream}");
+    let lb = spawn_lb(&format!("{ADMIN}{plain}")).await;
+    let (mut before, _c) = handshake_on(TcpStream::connect(lb.addr()).await.unwrap())
+        .await
+        .expect("handshake");
+    assert_eq!(get_with(&mut before, "/name").await.0, StatusCode::OK);
+    let text = format!("{ADMIN}{}\n{upstream}", pp_listener(""));
+    let config = latch::Config::parse(&text, std::path::Path::new("t.toml")).expect("valid");
+    lb.handle.reload(config).expect("reload");
+    assert_eq!(
+        lb.handle.listener_addrs(),
+        vec![lb.addr()],
+        "the listener stays"
+    );
+    let mut s = TcpStream::connect(lb.addr()).await.unwrap();
+    s.write_all(b"GET /name HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    closed_without_answer(s, "no header after the reload").await;
+    good_client_is_served(&lb).await;
+    assert_eq!(get_with(&mut before, "/name").await.0, StatusCode::OK);
+    let want: HashMap<String, u64> = [("missing".to_string(), 1)].into();
+    assert_eq!(refused(&lb).await, want);
+}
+
 /// The access log names the client from the header: latch run as a program
 /// (`access_log = "json"`) behind HAProxy `send-proxy-v2`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
