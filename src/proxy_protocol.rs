@@ -138,9 +138,9 @@ fn v1_need(buf: &[u8]) -> Result<usize, Error> {
         return Ok(1);
     }
     v1_prefix_ok(buf)?;
-    let tokens: Vec<&[u8]> = buf.split(|&b| b == b' ').collect();
-    let done = tokens.len() - 1; // tokens followed by a space
-    let current = tokens[done];
+    let done = buf.iter().filter(|&&b| b == b' ').count(); // tokens ended
+    let current = buf.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    let proto = buf.split(|&b| b == b' ').nth(1);
     let need = match done {
         0 => (b"PROXY ".len() - current.len()) + b"UNKNOWN".len(),
         // `UNKNOWN` is the shortest ending; until a byte rules it out it
@@ -150,7 +150,7 @@ fn v1_need(buf: &[u8]) -> Result<usize, Error> {
             let kw = 4usize.saturating_sub(current.len()); // TCP4 / TCP6
             kw + (V1_TOKENS_TCP - 2) * 2
         }
-        _ if tokens[1] == b"UNKNOWN" => 0,
+        _ if proto == Some(b"UNKNOWN") => 0,
         n => {
             let empty = usize::from(current.is_empty());
             empty + (V1_TOKENS_TCP - 1 - n) * 2
@@ -229,8 +229,10 @@ fn v1_line(line: &[u8]) -> Result<Header, Error> {
         "TCP6" => true,
         _ => return Err(Error::Malformed("v1 protocol is not TCP4, TCP6 or UNKNOWN")),
     };
-    let fields: Vec<&str> = parts.collect();
-    let [src, dst, sport, dport] = fields[..] else {
+    let mut field = || parts.next();
+    let (Some(src), Some(dst), Some(sport), Some(dport), None) =
+        (field(), field(), field(), field(), field())
+    else {
         return Err(Error::Malformed(
             "v1 line needs 4 fields after the protocol",
         ));
