@@ -23,7 +23,9 @@
 //! [`start`] binds everything and returns a [`Handle`] to reload or stop it;
 //! `reload` swaps in a new config without dropping a connection.
 //! `path` (request paths in normal form) is a pure leaf that config
-//! validation and routing share.
+//! validation and routing share; `proxy_protocol` (PROXY protocol headers,
+//! parsed and written) is a pure leaf that listeners, the forwarder and
+//! health checks share.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -40,6 +42,7 @@ pub mod log;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
+pub mod proxy_protocol;
 mod reload;
 pub mod sticky;
 pub mod stream;

@@ -365,7 +365,7 @@ mod pool;
 pub mod stream;
 
 pub use dns::DnsStatus;
-pub use listener::ListenerStats;
+pub use listener::{ListenerStats, PROXY_REFUSALS};
 pub use pool::{STATES, server_state};
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ pub struct ListenerView {
     pub refused_per_client: u64,
     /// Failed accepts (out of file descriptors, usually).
     pub accept_errors: u64,
+    /// Connections closed for their PROXY protocol header, by reason; only
+    /// the reasons seen (empty on most listeners).
+    pub proxy_protocol_rejected: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl ListenerView {
@@ -54,6 +57,12 @@ impl ListenerView {
             full: s.full.load(Ordering::Relaxed),
             refused_per_client: s.refused_per_client.load(Ordering::Relaxed),
             accept_errors: s.accept_errors.load(Ordering::Relaxed),
+            proxy_protocol_rejected: crate::metrics::PROXY_REFUSALS
+                .iter()
+                .zip(&s.proxy_refused)
+                .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 }

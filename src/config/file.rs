@@ -147,6 +147,12 @@ pub struct ListenerSection {
     /// Most connections open at once from one client address; more are
     /// closed at once. Unset = no limit.
     pub max_connections_per_client: Option<Spanned<usize>>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from
+    /// an L4 balancer, naming the real client.
+    pub proxy_protocol: Option<Spanned<bool>>,
+    /// Peers (CIDRs) allowed to send that header; required with it.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<Spanned<String>>,
 }
 
 /// What a listener speaks to its clients.
@@ -227,6 +233,17 @@ pub struct UpstreamSection {
     pub check: Option<CheckSection>,
     #[serde(default)]
     pub retry: RetrySection,
+    /// Put a PROXY protocol header naming the client in front of every new
+    /// connection to the servers (HAProxy `send-proxy`/`send-proxy-v2`).
+    pub send_proxy: Option<SendProxy>,
+}
+
+/// `send_proxy = "v1" | "v2"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendProxy {
+    V1,
+    V2,
 }
 
 fn no_servers() -> Spanned<Vec<ServerEntry>> {

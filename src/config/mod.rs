@@ -96,6 +96,9 @@ pub struct ListenerConfig {
     pub max_connections: Option<usize>,
     /// Connections open at once from one client address; `None` = no limit.
     pub max_connections_per_client: Option<usize>,
+    /// `proxy_protocol = true`: the peers allowed to send the header (every
+    /// connection must start with one). `None`: no header is read.
+    pub proxy_protocol: Option<Vec<Cidr>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +128,8 @@ pub struct UpstreamConfig {
     pub retry: RetryConfig,
     /// Servers taken from DNS, beside `servers`.
     pub discover: Option<DiscoverConfig>,
+    /// PROXY protocol header sent first on each new server connection.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,6 +462,10 @@ impl Validator<'_> {
             ));
         }
         let (ip_prefix_v4, ip_prefix_v6) = sticky::prefixes(self, &key, u)?;
+        let send_proxy = u.send_proxy.map(|v| match v {
+            file::SendProxy::V1 => crate::proxy_protocol::Version::V1,
+            file::SendProxy::V2 => crate::proxy_protocol::Version::V2,
+        });
         Ok(UpstreamConfig {
             name: name.to_string(),
             balance: u.balance,
@@ -474,11 +483,15 @@ impl Validator<'_> {
             slow_start: u.slow_start.map(|d| d.0).filter(|d| !d.is_zero()),
             all_down: u.all_down,
             check: match &u.check {
-                Some(c) => Some(resilience::check(self, &format!("{key}.check"), c)?),
+                Some(c) => Some(CheckConfig {
+                    send_proxy,
+                    ..resilience::check(self, &format!("{key}.check"), c)?
+                }),
                 None => None,
             },
             retry: resilience::retry(self, &format!("{key}.retry"), &u.retry)?,
             discover,
+            send_proxy,
         })
     }
 
@@ -587,6 +600,7 @@ impl Validator<'_> {
                 format!("is more than max_connections ({max}), so it would never apply"),
             ));
         }
+        let proxy_protocol = self.proxy_protocol(key, l)?;
         Ok(ListenerConfig {
             bind,
             mode,
@@ -595,7 +609,43 @@ impl Validator<'_> {
             trusted_proxies,
             max_connections,
             max_connections_per_client,
+            proxy_protocol,
         })
+    }
+
+    /// `proxy_protocol` and `proxy_protocol_from`: both or neither, so a
+    /// listener never trusts headers from anyone by accident.
+    fn proxy_protocol(
+        &self,
+        key: &str,
+        l: &ListenerSection,
+    ) -> Result<Option<Vec<Cidr>>, ConfigError> {
+        let mut from = Vec::new();
+        for (i, c) in l.proxy_protocol_from.iter().enumerate() {
+            let cidr = c.get_ref().parse().map_err(|e: String| {
+                self.err(c.span(), format!("{key}.proxy_protocol_from[{i}]"), e)
+            })?;
+            from.push(cidr);
+        }
+        match &l.proxy_protocol {
+            Some(on) if *on.get_ref() => {
+                if from.is_empty() {
+                    return Err(self.err(
+                        on.span(),
+                        format!("{key}.proxy_protocol_from"),
+                        "proxy_protocol = true needs the balancers' addresses, e.g. \
+                         proxy_protocol_from = [\"10.0.0.0/8\"] ([\"0.0.0.0/0\", \"::/0\"] trusts anyone)",
+                    ));
+                }
+                Ok(Some(from))
+            }
+            _ if !l.proxy_protocol_from.is_empty() => Err(self.err(
+                l.proxy_protocol_from[0].span(),
+                format!("{key}.proxy_protocol_from"),
+                "only used with proxy_protocol = true",
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// `host:port` → one socket address (names are resolved once, here).

@@ -33,6 +33,10 @@ pub struct CheckConfig {
     pub expect_body: Option<String>,
     pub sni: Option<String>,
     pub ca: Option<Vec<CertificateDer<'static>>>,
+    /// The upstream's `send_proxy`: probes then open with a header naming
+    /// no client (v2 LOCAL, v1 UNKNOWN), like HAProxy's `check-send-proxy`,
+    /// so a server that requires the header accepts them.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// Passive failure detection (nginx `max_fails` / `fail_timeout`).
@@ -207,6 +211,8 @@ pub(super) fn check(
         host: c.host.clone(),
         headers,
         send: c.send.as_ref().map(|s| s.get_ref().clone()),
+        // Set from the upstream's key by the caller.
+        send_proxy: None,
         expect,
         expect_body: c.expect_body.clone(),
         sni: c.sni.clone(),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::{Health, HttpProbe, Probe, RiseFall, probe};
+use super::{Health, HttpProbe, Probe, RiseFall, probe_after};
 use crate::backend::Backend;
 use crate::config::{CheckConfig, CheckKind};
 use crate::metrics::Metrics;
@@ -33,6 +33,10 @@ pub fn spawn_all(
             backend: b.clone(),
             siblings: backends.to_vec(),
             probe: probe.clone(),
+            preface: check
+                .send_proxy
+                .map(|v| crate::proxy_protocol::encode(v, None))
+                .unwrap_or_default(),
             addr: check
                 .port
                 .map_or(b.addr, |p| SocketAddr::new(b.addr.ip(), p)),
@@ -83,6 +87,10 @@ struct Checker {
     /// The upstream's backends, to notice when none is left up.
     siblings: Vec<Arc<Backend>>,
     probe: Probe,
+    /// Sent first on each probe's connection: a PROXY header naming no
+    /// client when the upstream has `send_proxy` (HAProxy's
+    /// `check-send-proxy`); empty otherwise.
+    preface: Vec<u8>,
     addr: SocketAddr,
     interval: Duration,
     timeout: Duration,
@@ -108,7 +116,7 @@ impl Checker {
             let started = std::time::Instant::now();
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = probe(&self.probe, self.addr, self.timeout) => r,
+                r = probe_after(&self.probe, self.addr, self.timeout, &self.preface) => r,
             };
             self.metrics
                 .check(&self.upstream, result.is_ok(), started.elapsed());

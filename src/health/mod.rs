@@ -30,5 +30,5 @@ mod spec;
 pub use crate::config::Expect;
 pub use checker::spawn_all as spawn_checkers;
 pub use machine::{Health, RiseFall, Transition};
-pub use probe::{Probe, run as probe};
+pub use probe::{Probe, run as probe, run_after as probe_after};
 pub use spec::{HttpProbe, MAX_BODY};

@@ -45,12 +45,28 @@ pub enum Probe {
 /// ("connect: connection refused", "timeout after 1s", "status 503", ...).
 /// The whole probe, connect included, is bounded by `timeout`.
 pub async fn run(probe: &Probe, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    run_after(probe, addr, timeout, &[]).await
+}
+
+/// Like [`run`], with `preface` sent first on the new connection: the PROXY
+/// protocol header naming no client that a `send_proxy` server expects.
+pub async fn run_after(
+    probe: &Probe,
+    addr: SocketAddr,
+    timeout: Duration,
+    preface: &[u8],
+) -> Result<(), String> {
     let once = async {
-        let tcp = TcpStream::connect(addr)
+        let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {}", io_reason(&e)))?;
         // Probes are small request/response exchanges; do not wait for Nagle.
         let _ = tcp.set_nodelay(true);
+        if !preface.is_empty() {
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, preface)
+                .await
+                .map_err(|e| format!("sending the PROXY header: {}", io_reason(&e)))?;
+        }
         match probe {
             Probe::Tcp => Ok(()),
             Probe::Http(h) => probe_http::check(h, tcp, addr).await,

@@ -93,31 +93,18 @@ impl Limiter {
     /// A slot for a connection just accepted from `ip`, or `None` when that
     /// address already has `max_connections_per_client` open.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let ip = ip.to_canonical();
-        let cap = self.stats.max_per_client.load(Ordering::Relaxed);
-        let client = if cap == 0 {
-            None
-        } else {
-            let mut map = self
-                .per_client
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let n = map.entry(ip).or_insert(0);
-            if *n >= cap {
-                drop(map);
-                self.stats
-                    .refused_per_client
-                    .fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-            *n += 1;
-            Some(ip)
-        };
+        let mut slot = self.admit_open();
+        slot.claim(ip).then_some(slot)
+    }
+
+    /// A slot counted against `max_connections` only; [`Slot::claim`] adds
+    /// the client's address once it is known (after a PROXY header).
+    pub fn admit_open(self: &Arc<Self>) -> Slot {
         self.stats.open.fetch_add(1, Ordering::AcqRel);
-        Some(Slot {
+        Slot {
             limiter: self.clone(),
-            client,
-        })
+            client: None,
+        }
     }
 }
 
@@ -127,6 +114,35 @@ pub struct Slot {
     limiter: Arc<Limiter>,
     /// The address counted against the per-client cap, if it was.
     client: Option<IpAddr>,
+}
+
+impl Slot {
+    /// The listener's counts.
+    pub fn stats(&self) -> &Arc<ListenerStats> {
+        self.limiter.stats()
+    }
+
+    /// Counts this connection against `ip`'s `max_connections_per_client`;
+    /// false (and counted as refused) when that address has its share open.
+    /// A slot counted already stays with its address.
+    pub fn claim(&mut self, ip: IpAddr) -> bool {
+        let l = &self.limiter;
+        let cap = l.stats.max_per_client.load(Ordering::Relaxed);
+        if cap == 0 || self.client.is_some() {
+            return true;
+        }
+        let ip = ip.to_canonical();
+        let mut map = l.per_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= cap {
+            drop(map);
+            l.stats.refused_per_client.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        *n += 1;
+        self.client = Some(ip);
+        true
+    }
 }
 
 impl Drop for Slot {
@@ -269,6 +285,23 @@ mod tests {
         drop(a1);
         let _a3 = l.admit(A).expect("room again once one closed");
         assert_eq!(l.per_client.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_slot_counted_later_takes_its_address_share() {
+        // Behind a PROXY header: counted as open first, by address once the
+        // header names the client.
+        let l = limiter(Some(10), Some(1));
+        let mut first = l.admit_open();
+        let mut second = l.admit_open();
+        assert_eq!(l.stats().open(), 2);
+        assert!(first.claim(A));
+        assert!(first.claim(B), "a counted slot keeps its address");
+        assert!(!second.claim(A));
+        assert!(second.claim(B));
+        assert_eq!(l.stats().refused_per_client.load(Ordering::Relaxed), 1);
+        drop(first);
+        assert!(l.admit_open().claim(A), "A's share is free again");
     }
 
     #[test]

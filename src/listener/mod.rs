@@ -9,10 +9,14 @@
 //!
 //! The loop waits for room under `max_connections` before it accepts, and
 //! gives each connection a slot that lives as long as its socket
-//! (`limit.rs`); when accepting fails it backs off (`backoff.rs`).
+//! (`limit.rs`); when accepting fails it backs off (`backoff.rs`). On a
+//! `proxy_protocol` listener each connection first gives its PROXY header
+//! (`proxy_protocol.rs`), before TLS; the client it names is the client from
+//! then on, and its address is the one `max_connections_per_client` counts.
 
 pub mod backoff;
 pub mod limit;
+pub mod proxy_protocol;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -85,7 +89,13 @@ impl Accept {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff.succeeded(addr);
-                    let Some(slot) = limit.admit(peer.ip()) else {
+                    // Behind a PROXY header the client's address is known
+                    // only once the header is read (`connection`).
+                    let slot = if ctx.proxy_protocol() {
+                        limit.admit_open()
+                    } else if let Some(slot) = limit.admit(peer.ip()) {
+                        slot
+                    } else {
                         debug!(%peer, "closed: the address has max_connections_per_client open");
                         continue;
                     };
@@ -114,16 +124,49 @@ struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// Whether connections to this listener start with a PROXY header now.
+    fn proxy_protocol(&self) -> bool {
+        let routing = self.shared.routing.load();
+        routing
+            .listeners
+            .get(&self.id)
+            .is_some_and(|r| r.proxy_protocol.is_some())
+    }
+
     /// Serves one client; `slot` is its place under the listener's limits,
     /// held by its socket from here on.
-    async fn connection(&self, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, mut slot: Slot) {
         let _ = stream.set_nodelay(true);
         // Settings and certificates as of this connection's arrival.
         let routing = self.shared.routing.load();
         let server = routing.server.clone();
         let routes = routing.listeners.get(&self.id).cloned();
         let acceptor = self.tls.load_full();
-        let info = Arc::new(ConnInfo::new(self.id, routes, peer, acceptor.is_some()));
+        // Where the client connected (for `send_proxy`): the bound address,
+        // unless it is a wildcard (then one system call says which).
+        let bound = slot.stats().addr;
+        let local = match bound.ip().is_unspecified() {
+            true => stream.local_addr().ok(),
+            false => Some(bound),
+        };
+        let mut client = (peer, local);
+        if let Some(from) = routes.as_ref().and_then(|r| r.proxy_protocol.as_deref()) {
+            let timeout = server.tls_handshake_timeout;
+            let stats = slot.stats().clone();
+            match proxy_protocol::admit(&mut stream, peer, from, timeout, &stats).await {
+                Ok(Some(named)) => client = (named.src, Some(named.dst)),
+                Ok(None) => {}
+                Err(_) => return,
+            }
+            if !slot.claim(client.0.ip()) {
+                debug!(peer = %client.0, "closed: the address has max_connections_per_client open");
+                return;
+            }
+        }
+        let (peer, local) = client;
+        let mut info = ConnInfo::new(self.id, routes, peer, acceptor.is_some());
+        info.local = local;
+        let info = Arc::new(info);
         match acceptor {
             None => self.serve(WithSlot::new(stream, slot), info, &server).await,
             Some(acceptor) => {
@@ -147,7 +190,7 @@ impl ConnCtx {
     async fn serve<I: http1::Io>(&self, io: I, info: Arc<ConnInfo>, server: &ServerSettings) {
         // L4 stream mode: bytes, not HTTP (`stream/`).
         if let Some(up) = info.routes.as_deref().and_then(crate::stream::upstream_of) {
-            return crate::stream::serve(&self.shared, io, info.peer, up).await;
+            return crate::stream::serve(&self.shared, io, info.peer, info.local, up).await;
         }
         let peer = info.peer;
         let settings = http1::Settings {

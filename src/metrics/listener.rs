@@ -32,7 +32,23 @@ pub struct ListenerStats {
     pub refused_per_client: AtomicU64,
     /// Failed accepts (usually out of file descriptors).
     pub accept_errors: AtomicU64,
+    /// Connections closed for their PROXY protocol header, by reason
+    /// (the index in [`PROXY_REFUSALS`]).
+    pub proxy_refused: [AtomicU64; PROXY_REFUSALS.len()],
 }
+
+/// Why a `proxy_protocol` listener closed a connection before its header was
+/// accepted: the `reason` label of `latch_proxy_protocol_rejected_total`.
+pub const PROXY_REFUSALS: [&str; 8] = [
+    "untrusted",
+    "missing",
+    "malformed",
+    "oversized",
+    "truncated",
+    "closed",
+    "timeout",
+    "error",
+];
 
 impl ListenerStats {
     pub fn new(addr: SocketAddr) -> ListenerStats {
@@ -44,7 +60,26 @@ impl ListenerStats {
             full: AtomicU64::new(0),
             refused_per_client: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            proxy_refused: Default::default(),
         }
+    }
+
+    /// Counts a connection closed for its PROXY header (`reason` is one of
+    /// [`PROXY_REFUSALS`]; another counts as "error").
+    pub fn proxy_refused(&self, reason: &str) {
+        let i = PROXY_REFUSALS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(PROXY_REFUSALS.len() - 1);
+        self.proxy_refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed for their PROXY header, every reason together.
+    pub fn proxy_refused_total(&self) -> u64 {
+        self.proxy_refused
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn open(&self) -> usize {
@@ -97,7 +132,19 @@ pub(super) fn registry(listeners: &[Arc<ListenerStats>]) -> Registry {
     let full = Family::<ListenerLabel, Counter>::default();
     let refused = Family::<RefusedLabels, Counter>::default();
     let errors = Family::<ListenerLabel, Counter>::default();
+    let proxy = Family::<RefusedLabels, Counter>::default();
     for s in listeners {
+        for (reason, n) in PROXY_REFUSALS.iter().zip(&s.proxy_refused) {
+            let n = n.load(Ordering::Relaxed);
+            // Only the reasons that happened: most listeners never see one.
+            if n > 0 {
+                let labels = RefusedLabels {
+                    listener: s.addr.to_string(),
+                    reason,
+                };
+                proxy.get_or_create(&labels).inc_by(n);
+            }
+        }
         let label = ListenerLabel {
             listener: s.addr.to_string(),
         };
@@ -136,6 +183,12 @@ pub(super) fn registry(listeners: &[Arc<ListenerStats>]) -> Registry {
         "latch_listener_accept_errors",
         "Failed accepts (usually out of file descriptors); the listener backs off",
         errors,
+    );
+    r.register(
+        "latch_proxy_protocol_rejected",
+        "Client connections closed for their PROXY protocol header, by reason (untrusted, \
+         missing, malformed, oversized, truncated, closed, timeout, error)",
+        proxy,
     );
     r
 }

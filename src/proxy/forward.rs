@@ -35,6 +35,7 @@ use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
 use crate::config::{AccessLog, RetryConfig, ServerSettings};
 use crate::http1::OnUpgrade;
+use crate::proxy_protocol::Addrs;
 
 /// The client's side of an upgrade, when the request asked for one.
 struct Upgrade {
@@ -45,7 +46,7 @@ struct Upgrade {
 pub(super) async fn forward(
     shared: &Shared,
     routing: &Routing,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     mut req: Request<Body>,
     id: &headers::RequestId,
 ) -> Result<(Response<Body>, Served), ProxyError> {
@@ -134,7 +135,9 @@ struct Attempts<'a> {
     /// The routing table's server settings (pool sizes, access log).
     settings: &'a ServerSettings,
     upstream: &'a Arc<Upstream>,
-    conn: &'a ConnInfo,
+    /// Shared, so a connection that sent a PROXY header can tell when its
+    /// client connection is gone (`send_proxy`).
+    conn: &'a Arc<ConnInfo>,
     /// Method, version and headers as rewritten for backends.
     parts: Parts,
     /// The origin-form target sent to backends.
@@ -235,9 +238,11 @@ impl Attempts<'_> {
             // Unreachable: a streamed body allows no second attempt.
             return Err(ProxyError::BadRequest("request body already sent"));
         };
-        let mut c = match backend.idle.checkout(self.settings.pool_idle_timeout).await {
+        let max_idle = self.settings.pool_idle_timeout;
+        let owner = self.upstream.send_proxy.map(|_| self.owner());
+        let mut c = match backend.idle.checkout_for(max_idle, owner.as_ref()).await {
             Some(c) => c,
-            None => connect(backend, self.upstream.timeouts.connect).await?,
+            None => self.open(backend).await?,
         };
         match self.once(backend, &mut c, out).await {
             Ok(head) => return Ok((head, c)),
@@ -254,11 +259,47 @@ impl Attempts<'_> {
         let Some(out) = body.next_attempt() else {
             return Err(ProxyError::BadRequest("request body already sent"));
         };
-        let mut fresh = connect(backend, self.upstream.timeouts.connect).await?;
+        let mut fresh = self.open(backend).await?;
         match self.once(backend, &mut fresh, out).await {
             Ok(head) => Ok((head, fresh)),
             Err(e) => Err(e.into_proxy(backend)),
         }
+    }
+
+    /// A new connection to `backend`, with the PROXY header first when the
+    /// upstream has `send_proxy`.
+    async fn open(&self, backend: &Backend) -> Result<Conn, ProxyError> {
+        let mut c = connect(backend, self.upstream.timeouts.connect).await?;
+        if let Some((version, client)) = self.proxied() {
+            c.send_proxy_header(version, client, self.owner())
+                .await
+                .map_err(|e| ProxyError::Connect(backend.addr, e.to_string()))?;
+        }
+        Ok(c)
+    }
+
+    /// The client connection, as the owner of the upstream connections
+    /// that named it in a PROXY header.
+    fn owner(&self) -> conn::Owner {
+        let owner: Arc<ConnInfo> = self.conn.clone();
+        let owner: Arc<dyn std::any::Any + Send + Sync> = owner;
+        Arc::downgrade(&owner)
+    }
+
+    /// The PROXY header's version and addresses, when the upstream sends one.
+    fn proxied(&self) -> Option<(crate::proxy_protocol::Version, Addrs)> {
+        let version = self.upstream.send_proxy?;
+        let src = self.conn.peer;
+        // Not known only for connections made outside a listener; the
+        // header still needs one, of the client's family.
+        let dst = self.conn.local.unwrap_or_else(|| {
+            let any = match src {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            std::net::SocketAddr::new(any, 0)
+        });
+        Some((version, Addrs { src, dst }))
     }
 
     /// Writes the request on `c` and reads the response head.

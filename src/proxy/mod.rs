@@ -61,7 +61,12 @@ pub struct ConnInfo {
     /// The listener's routes when the connection arrived: used only if a
     /// reload removed the listener, so its open connections keep working.
     pub routes: Option<Arc<ListenerRoutes>>,
+    /// The client: the TCP peer, or the client a PROXY protocol header named.
     pub peer: SocketAddr,
+    /// The address the client connected to (from the PROXY header when one
+    /// named it), for `send_proxy`; `None` when unknown (set by the
+    /// listener after [`ConnInfo::new`]).
+    pub local: Option<SocketAddr>,
     pub tls: bool,
     /// `peer`'s address as an `X-Forwarded-For` value, made once.
     pub forwarded_for: http::HeaderValue,
@@ -78,6 +83,7 @@ impl ConnInfo {
             listener,
             routes,
             peer,
+            local: None,
             tls,
             forwarded_for: headers::forwarded_for(peer),
         }

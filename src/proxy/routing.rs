@@ -26,6 +26,8 @@ pub struct Upstream {
     pub backends: Vec<Arc<Backend>>,
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
+    /// A PROXY protocol header goes first on each new server connection.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// Placement: pins, health, limits, backups, the balance algorithm.
     pub policy: Policy,
     /// The signed cookie, when stickiness is by cookie.
@@ -61,6 +63,7 @@ impl Upstream {
             backends,
             timeouts: cfg.timeouts,
             retry: cfg.retry.clone(),
+            send_proxy: cfg.send_proxy,
             cookie,
             hash_key: cfg.hash_key.clone().unwrap_or(HashKey::Ip),
             prefixes: (cfg.ip_prefix_v4, cfg.ip_prefix_v6),
@@ -75,6 +78,9 @@ pub struct ListenerRoutes {
     pub mode: ListenerMode,
     pub routes: Vec<Route>,
     pub trusted_proxies: Vec<Cidr>,
+    /// `proxy_protocol = true`: who may send the header every connection
+    /// starts with. `None`: no header is read.
+    pub proxy_protocol: Option<Vec<Cidr>>,
 }
 
 impl ListenerRoutes {
@@ -133,6 +139,7 @@ impl Routing {
                     mode: l.mode,
                     routes: l.routes.clone(),
                     trusted_proxies: l.trusted_proxies.clone(),
+                    proxy_protocol: l.proxy_protocol.clone(),
                 };
                 (*id, Arc::new(routes))
             })
@@ -180,6 +187,7 @@ mod tests {
                 route(None, "/", "default"),
             ],
             trusted_proxies: vec![],
+            proxy_protocol: None,
         };
         let up = |h, p| t.find(h, p).map(|r| r.upstream.as_str());
         assert_eq!(up("chat.test", "/socket.io/?EIO=4"), Some("io"));

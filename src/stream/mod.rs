@@ -22,7 +22,7 @@ mod log;
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::warn;
@@ -30,6 +30,7 @@ use tracing::warn;
 use crate::balance::{self, Pin, Placed, RequestKey, Tried};
 use crate::config::ListenerMode;
 use crate::proxy::{ListenerRoutes, Shared, Upstream};
+use crate::proxy_protocol;
 use copy::End;
 
 /// The upstream of a `tcp` listener; `None` for an HTTP one.
@@ -42,8 +43,13 @@ pub fn upstream_of(routes: &ListenerRoutes) -> Option<&str> {
 
 /// Serves one client of a TCP listener: connects it to a server of
 /// `upstream` and copies bytes both ways until either side is done.
-pub async fn serve<I>(shared: &Shared, client: I, peer: SocketAddr, upstream: &str)
-where
+pub async fn serve<I>(
+    shared: &Shared,
+    client: I,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    upstream: &str,
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let routing = shared.routing.load();
@@ -55,9 +61,10 @@ where
     };
     drop(routing);
     let started = Instant::now();
-    // PROXY protocol (issue 11 §2): the accept path reads the client's header
-    // before this call; a `send_proxy` header is written in `connect` below.
-    let (placed, server, attempts) = match connect(shared, &up, peer).await {
+    // PROXY protocol: the accept path read the client's header before this
+    // call (`peer` is the client it named); `connect` writes one to the
+    // server when the upstream has `send_proxy`.
+    let (placed, server, attempts) = match connect(shared, &up, peer, local).await {
         Ok(c) => c,
         Err((why, attempts)) => {
             shared.metrics.stream.refused(&up.name);
@@ -110,7 +117,13 @@ async fn connect(
     shared: &Shared,
     up: &Upstream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
 ) -> Result<(Placed, TcpStream, u32), (String, u32)> {
+    // The header, made once for every attempt.
+    let header = up.send_proxy.map(|v| {
+        let dst = local.unwrap_or_else(|| SocketAddr::new(unspecified(peer), 0));
+        proxy_protocol::encode(v, Some(proxy_protocol::Addrs { src: peer, dst }))
+    });
     let ip = peer.ip();
     let hash = if up.policy.hashed() {
         let (v4, v6) = up.prefixes;
@@ -138,11 +151,17 @@ async fn connect(
         let attempts = attempts.saturating_add(1);
         let backend = &up.backends[placed.index];
         let wait = up.timeouts.connect;
-        let (reason, why) = match tokio::time::timeout(wait, TcpStream::connect(backend.addr)).await
-        {
+        let open = async {
+            let mut s = TcpStream::connect(backend.addr).await?;
+            let _ = s.set_nodelay(true);
+            if let Some(h) = &header {
+                s.write_all(h).await?;
+            }
+            Ok::<_, std::io::Error>(s)
+        };
+        let (reason, why) = match tokio::time::timeout(wait, open).await {
             Ok(Ok(s)) => {
                 backend.condition.record_success();
-                let _ = s.set_nodelay(true);
                 return Ok((placed, s, attempts));
             }
             Ok(Err(e)) => ("error", format!("connect to {} failed: {e}", backend.addr)),
@@ -168,5 +187,14 @@ async fn connect(
         }
         warn!(%peer, upstream = %up.name, "{why}; trying the next server");
         shared.metrics.retry(&up.name, reason);
+    }
+}
+
+/// The unspecified address of `peer`'s family (a PROXY header's destination
+/// when the listener's own address is not known).
+fn unspecified(peer: SocketAddr) -> std::net::IpAddr {
+    match peer {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     }
 }

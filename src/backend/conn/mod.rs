@@ -42,6 +42,7 @@ pub use body::Streaming;
 pub use wire::{Head, HeadError, RespFraming};
 
 use crate::body::Body;
+use crate::proxy_protocol::{self, Addrs};
 
 /// A request body is sent in the same write as its head up to this size.
 const INLINE_BODY: usize = 16 * 1024;
@@ -57,6 +58,41 @@ pub struct Conn {
     reused: bool,
     /// When it went idle; the reaper closes it `pool_idle_timeout` later.
     idle_since: Instant,
+    /// The client connection its PROXY protocol header named
+    /// (`send_proxy`): it carries requests of that client connection only,
+    /// and is closed once that connection is gone.
+    proxied: Option<Proxied>,
+}
+
+/// The client connection that owns an upstream connection: held weakly, so
+/// the idle list can tell when it is gone.
+pub type Owner = std::sync::Weak<dyn std::any::Any + Send + Sync>;
+
+/// What a connection's PROXY header said, and for whom.
+#[derive(Debug, Clone)]
+struct Proxied {
+    client: Addrs,
+    owner: Owner,
+}
+
+impl Conn {
+    /// Whether it may carry a request for `owner` (`None`: a request that
+    /// sends no PROXY header).
+    fn serves(&self, owner: Option<&Owner>) -> bool {
+        match (&self.proxied, owner) {
+            (None, None) => true,
+            (Some(p), Some(o)) => p.owner.ptr_eq(o),
+            _ => false,
+        }
+    }
+
+    /// A PROXY connection whose client connection has closed: no request
+    /// can use it any more.
+    fn orphaned(&self) -> bool {
+        self.proxied
+            .as_ref()
+            .is_some_and(|p| p.owner.strong_count() == 0)
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -138,10 +174,33 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Connec
         wbuf: Vec::with_capacity(1024),
         reused: false,
         idle_since: Instant::now(),
+        proxied: None,
     })
 }
 
 impl Conn {
+    /// Sends a PROXY protocol header for `client` first, on a new
+    /// connection (`send_proxy`); from then on the connection belongs to
+    /// `owner` (the client connection), and the idle list hands it to no
+    /// other request and closes it once `owner` is gone (as HAProxy keeps
+    /// such connections private).
+    pub async fn send_proxy_header(
+        &mut self,
+        version: proxy_protocol::Version,
+        client: Addrs,
+        owner: Owner,
+    ) -> io::Result<()> {
+        let header = proxy_protocol::encode(version, Some(client));
+        self.io.write_all(&header).await?;
+        self.proxied = Some(Proxied { client, owner });
+        Ok(())
+    }
+
+    /// The client its PROXY header named, if it sent one.
+    pub fn proxied_client(&self) -> Option<Addrs> {
+        self.proxied.as_ref().map(|p| p.client)
+    }
+
     /// Whether it served a request before.
     pub fn reused(&self) -> bool {
         self.reused
@@ -354,26 +413,44 @@ impl Idle {
     /// The most recently used connection that is still open and younger than
     /// `max_age`; closed or stale ones met on the way are dropped.
     pub async fn checkout(&self, max_age: Duration) -> Option<Conn> {
-        std::future::poll_fn(|cx| Poll::Ready(self.take_ready(cx, max_age))).await
+        self.checkout_for(max_age, None).await
     }
 
-    fn take_ready(&self, cx: &mut Context<'_>, max_age: Duration) -> Option<Conn> {
+    /// Like [`Idle::checkout`], among the connections whose PROXY header
+    /// was sent for `owner`, a client connection (`None`: the ones that sent
+    /// none). A header names one client, so such a connection serves only
+    /// the client connection it was opened for.
+    pub async fn checkout_for(&self, max_age: Duration, owner: Option<&Owner>) -> Option<Conn> {
+        std::future::poll_fn(|cx| Poll::Ready(self.take_ready(cx, max_age, owner))).await
+    }
+
+    fn take_ready(
+        &self,
+        cx: &mut Context<'_>,
+        max_age: Duration,
+        owner: Option<&Owner>,
+    ) -> Option<Conn> {
         loop {
-            let mut conn = self.list().pop()?;
+            let mut conn = {
+                let mut list = self.list();
+                let i = list.iter().rposition(|c| c.serves(owner))?;
+                list.remove(i)
+            };
             if conn.idle_since.elapsed() < max_age && conn.ready(cx) {
                 return Some(conn);
             }
         }
     }
 
-    /// Closes the connections older than `max_age` or closed by the server.
+    /// Closes the connections older than `max_age`, closed by the server, or
+    /// whose PROXY header's client connection is gone.
     pub fn reap(&self, max_age: Duration) {
         let mut cx = Context::from_waker(Waker::noop());
         let mut stale = Vec::new();
         {
             let mut list = self.list();
             for mut c in std::mem::take(&mut *list) {
-                if c.idle_since.elapsed() < max_age && c.ready(&mut cx) {
+                if c.idle_since.elapsed() < max_age && !c.orphaned() && c.ready(&mut cx) {
                     list.push(c);
                 } else {
                     stale.push(c);

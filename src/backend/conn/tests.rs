@@ -172,3 +172,58 @@ async fn an_upgrade_keeps_the_bytes_read_past_the_101() {
     up.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"first frame");
 }
+
+/// A connection that sent a PROXY header goes back to the idle list but is
+/// handed out again only for the client connection it was opened for, and
+/// closed by the reaper once that connection is gone; plain connections are
+/// never handed to a `send_proxy` request, nor the other way round.
+#[tokio::test]
+async fn a_proxied_connection_serves_only_its_client_connection() {
+    use crate::proxy_protocol::{Addrs, Version};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Keeps every connection open, reading nothing.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let client = Addrs {
+        src: SocketAddr::from(([192, 0, 2, 1], 1)),
+        dst: addr,
+    };
+    let owner = |a: &Arc<dyn std::any::Any + Send + Sync>| Arc::downgrade(a);
+    let (one, two): (
+        Arc<dyn std::any::Any + Send + Sync>,
+        Arc<dyn std::any::Any + Send + Sync>,
+    ) = (Arc::new(1u8), Arc::new(2u8));
+    let idle = super::Idle::default();
+    let max = Duration::from_secs(60);
+    let mut a = connect(addr, max).await.unwrap();
+    a.send_proxy_header(Version::V2, client, owner(&one))
+        .await
+        .unwrap();
+    idle.put(a, 4);
+    idle.put(connect(addr, max).await.unwrap(), 4);
+    assert!(idle.checkout_for(max, Some(&owner(&two))).await.is_none());
+    assert_eq!(idle.len(), 2, "the others' connections stay");
+    let back = idle
+        .checkout_for(max, Some(&owner(&one)))
+        .await
+        .expect("its own");
+    assert_eq!(back.proxied_client(), Some(client));
+    let plain = idle.checkout(max).await.expect("the plain one");
+    assert_eq!(plain.proxied_client(), None);
+    idle.put(back, 4);
+    assert!(
+        idle.checkout(max).await.is_none(),
+        "a proxied one is not plain"
+    );
+    idle.reap(max);
+    assert_eq!(idle.len(), 1, "kept while its client connection lives");
+    drop(one);
+    idle.reap(max);
+    assert!(idle.is_empty(), "closed once its client connection is gone");
+}
