@@ -28,6 +28,11 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 HERE="$ROOT/benches/mem"
 OUT="$ROOT/target/mem-bench"
 NODE_DIR="$ROOT/target/bench-node"
+WSLOAD="$ROOT/target/wsload/release/wsload"
+if [ ! -x "$WSLOAD" ]; then
+  cargo build --release --manifest-path "$ROOT/benches/load/wsload/Cargo.toml" \
+    --target-dir "$ROOT/target/wsload" >&2 || exit 1
+fi
 LATCH="${LATCH:-$ROOT/target/release/latch}"
 LABEL="${LABEL:-$(basename "$LATCH")}"
 IDLE_CONNS="${IDLE_CONNS:-9500}"
@@ -135,7 +140,8 @@ stop_latch() {
 }
 start_ws_backend() {
   [ -n "${WS_PID:-}" ] && return 0
-  node "$ROOT/benches/load/ws_backend.js" "$WS_PORT" >"$OUT/logs/ws-backend.log" 2>&1 &
+  # The load bench's Rust echo server (benches/load/wsload), built there.
+  "$WSLOAD" echo-server "$WS_PORT" >"$OUT/logs/ws-backend.log" 2>&1 &
   WS_PID=$!
   PIDS+=("$WS_PID")
   wait_port "$WS_PORT"

@@ -234,7 +234,10 @@ where
             io.write_all(&out).await?;
             io.flush().await?;
             if let Some(tx) = upgrade_tx {
-                let pre = buf.split().freeze();
+                // Only what the client sent past its request head, copied
+                // (usually nothing): the read buffer's allocation must not
+                // live as long as the tunnel.
+                let pre = bytes::Bytes::copy_from_slice(&buf);
                 let _ = tx.send(ClientIo::new(Box::new(io), pre));
             }
             return Ok(());

@@ -287,7 +287,9 @@ impl Conn {
     pub fn into_upgraded(self) -> Upgraded {
         Upgraded {
             io: self.io,
-            pre: self.rbuf.freeze(),
+            // Only what was read past the 101, copied: the read buffer's
+            // allocation must not live as long as the tunnel.
+            pre: Bytes::copy_from_slice(&self.rbuf),
         }
     }
 
