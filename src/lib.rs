@@ -122,6 +122,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         pool,
         tunnels: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
+        stop_spreads: Arc::default(),
         metrics,
     });
     let admin =
@@ -287,6 +288,9 @@ impl Handle {
                 connections = i.conns.len(),
                 "grace period over; closing what is left"
             );
+            i.shared
+                .stop_spreads
+                .store(!spread.is_zero(), std::sync::atomic::Ordering::Release);
             i.shared.hard_stop.cancel();
             i.conns.wait().await;
             i.shared.tunnels.wait().await;

@@ -596,6 +596,7 @@ async fn serve_admin(
         pool,
         tunnels: Default::default(),
         hard_stop: Default::default(),
+        stop_spreads: Default::default(),
         metrics: metrics.clone(),
     });
     let state = latch::admin::AdminState {

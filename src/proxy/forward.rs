@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use super::access::Served;
 use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
-use super::{ConnInfo, Routing, Shared, Upstream, headers, host, select, tunnel};
+use super::{ConnInfo, Routing, Shared, Upstream, headers, host, select, tunnel, woken};
 use crate::backend::conn::{self, Conn, Head, OutBody, SendError, Streaming, Upgraded};
 use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
@@ -404,6 +404,7 @@ impl Attempts<'_> {
         };
         let access_log = self.settings.access_log;
         let stop = shared.hard_stop.clone();
+        let spreads = shared.stop_spreads.clone();
         let peer = self.conn.peer;
         let id = Some(self.id.clone());
         let metrics = shared.metrics.clone();
@@ -421,12 +422,19 @@ impl Attempts<'_> {
             let closed = server.tunnels_closed();
             let ending = async move {
                 tokio::select! {
-                    _ = stop.cancelled_owned() => tunnel::Ending::Stop,
+                    _ = stop.cancelled_owned() => {
+                        if spreads.load(std::sync::atomic::Ordering::Acquire) {
+                            tunnel::Ending::Stop
+                        } else {
+                            tunnel::Ending::StopNow
+                        }
+                    }
                     // The server was removed by a reload and its grace ran out.
                     _ = closed => tunnel::Ending::Removed,
                 }
             };
-            let moved = tunnel::run(c, backend, opts, ending).await;
+            // The stop signal is polled only when it fires, not on every message.
+            let moved = tunnel::run(c, backend, opts, woken::WokenOnly::new(ending)).await;
             let why = tunnel_why(&moved);
             let why = why.as_str();
             metrics.tunnel_ended(&moved);

@@ -20,6 +20,7 @@ pub mod host;
 mod routing;
 mod select;
 pub mod tunnel;
+mod woken;
 mod ws_frames;
 
 use std::net::SocketAddr;
@@ -50,6 +51,10 @@ pub struct Shared {
     pub tunnels: TaskTracker,
     /// Cancelled when tunnels must close (end of the grace period).
     pub hard_stop: CancellationToken,
+    /// Set before `hard_stop` is cancelled: whether tunnels spread their
+    /// goodbyes over `close_spread` (a stop that kept that window for them)
+    /// or say goodbye at once (a stop whose grace is all used up).
+    pub stop_spreads: Arc<std::sync::atomic::AtomicBool>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 

@@ -72,8 +72,12 @@ fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
 /// resolves to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
-    /// latch stops and the grace is over.
+    /// latch stops and the grace is over, but for the `close_spread`
+    /// window the tunnel's goodbye is spread over.
     Stop,
+    /// latch stops with no spread window left (an explicit grace, or the
+    /// spread already spent): the goodbye begins at once.
+    StopNow,
     /// The server was removed by a reload (or drained) and the grace is over.
     Removed,
 }
@@ -121,7 +125,7 @@ impl Goodbye {
 impl From<Ending> for Goodbye {
     fn from(e: Ending) -> Goodbye {
         match e {
-            Ending::Stop => Goodbye::Stop,
+            Ending::Stop | Ending::StopNow => Goodbye::Stop,
             Ending::Removed => Goodbye::Removed,
         }
     }
@@ -272,9 +276,9 @@ where
             self.stopped = true;
             if self.goodbye.is_none() {
                 self.goodbye = Some(why.into());
-                let delay = match self.spread_ms {
-                    0 => Duration::ZERO,
-                    n => Duration::from_millis(rand::random_range(0..u64::from(n))),
+                let delay = match (why, self.spread_ms) {
+                    (Ending::StopNow, _) | (_, 0) => Duration::ZERO,
+                    (_, n) => Duration::from_millis(rand::random_range(0..u64::from(n))),
                 };
                 if delay.is_zero() {
                     if !self.websocket {
