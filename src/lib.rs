@@ -35,6 +35,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod discover;
+pub mod dispatch;
 pub mod health;
 pub mod http1;
 pub mod listener;
