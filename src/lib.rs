@@ -39,6 +39,7 @@ pub mod dispatch;
 pub mod health;
 pub mod http1;
 pub mod listener;
+pub mod load;
 pub mod log;
 pub mod metrics;
 pub mod path;

@@ -27,7 +27,9 @@ pub struct Report {
 impl Reported {
     /// Stores `report`, fresh until `until_ms`.
     pub fn set(&self, report: Report, until_ms: u64) {
-        let max = report.max.map_or(0, |m| u64::from(m) + 1);
+        // One less than u32::MAX fits beside the "no max" zero; a max that
+        // large is no limit in practice.
+        let max = report.max.map_or(0, |m| u64::from(m.min(u32::MAX - 1)) + 1);
         self.word
             .store(max << 32 | u64::from(report.load), Ordering::Relaxed);
         self.until.store(until_ms, Ordering::Release);
@@ -85,7 +87,7 @@ mod tests {
         );
         assert_eq!(
             r.get(10).map(|r| (r.load, r.max)),
-            Some((u32::MAX, Some(u32::MAX)))
+            Some((u32::MAX, Some(u32::MAX - 1)))
         );
         r.set(Report { load: 3, max: None }, 60);
         assert_eq!(r.get(10).map(|r| r.max), Some(None));
