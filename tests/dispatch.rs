@@ -137,14 +137,17 @@ async fn full_or_down_servers_are_never_named_and_none_left_is_a_503() {
         entry("a", &a, ""),
         entry("b", &b, ", max_conns = 9"),
     );
-    let check = "[upstream.chat.check]\ntype = \"tcp\"\ninterval = \"50ms\"\nrise = 1\nstart = \"down\"\n";
+    let check =
+        "[upstream.chat.check]\ntype = \"tcp\"\ninterval = \"50ms\"\nrise = 1\nstart = \"down\"\n";
     let lb = spawn_lb(&config(&servers, check)).await;
     let admin = lb.handle.admin_addr().expect("admin listener");
     wait_reported(admin, "chat", "a", Some(5)).await;
     wait_reported(admin, "chat", "b", Some(9)).await;
     // a and b pass their checks (the 503 below is for being full).
     support::load_backend::wait_status(admin, "a and b up", |s| {
-        ["a", "b"].iter().all(|id| status_server(s, "chat", id)["state"] == "up")
+        ["a", "b"]
+            .iter()
+            .all(|id| status_server(s, "chat", id)["state"] == "up")
     })
     .await;
 
@@ -221,7 +224,11 @@ async fn ip_hash_keeps_a_client_on_one_server_until_it_cannot_be_named() {
         .zip(&backends)
         .map(|(id, b)| entry(id, b, ""))
         .collect();
-    let lb = spawn_lb(&config(&servers.join(", "), "[upstream.chat.sticky]\nmode = \"ip_hash\"\n")).await;
+    let lb = spawn_lb(&config(
+        &servers.join(", "),
+        "[upstream.chat.sticky]\nmode = \"ip_hash\"\n",
+    ))
+    .await;
     let admin = lb.handle.admin_addr().expect("admin listener");
     let (_, _, json) = dispatch(lb.addr(), &[]).await;
     let mine = json["id"].as_str().unwrap().to_string();
@@ -271,14 +278,23 @@ fn assert_err(text: &str, key: &str, message: &str) {
 #[test]
 fn bad_dispatch_and_load_config_names_the_key() {
     let up = "[upstream.chat]\nservers = [{ addr = \"127.0.0.1:9\" }]\n";
-    let route = |r: &str| format!("[[listener]]\nbind = \"127.0.0.1:0\"\n[[listener.route]]\n{r}\n{up}");
+    let route =
+        |r: &str| format!("[[listener]]\nbind = \"127.0.0.1:0\"\n[[listener.route]]\n{r}\n{up}");
     assert_err(
         &route("upstream = \"chat\"\ndispatch = \"chat\""),
         "listener[0].route[0].dispatch",
         "not both",
     );
-    assert_err(&route("path_prefix = \"/x\""), "listener[0].route[0]", "dispatch");
-    assert_err(&route("dispatch = \"nope\""), "listener[0].route[0].dispatch", "no upstream");
+    assert_err(
+        &route("path_prefix = \"/x\""),
+        "listener[0].route[0]",
+        "dispatch",
+    );
+    assert_err(
+        &route("dispatch = \"nope\""),
+        "listener[0].route[0].dispatch",
+        "no upstream",
+    );
     assert_err(
         &route("upstream = \"chat\"\nretry_after = \"3s\""),
         "listener[0].route[0].retry_after",
@@ -286,7 +302,9 @@ fn bad_dispatch_and_load_config_names_the_key() {
     );
     let base = "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"chat\"\n";
     assert_err(
-        &format!("{base}[upstream.chat]\nservers = [{{ addr = \"127.0.0.1:9\", advertise = [\"nohost\"] }}]\n"),
+        &format!(
+            "{base}[upstream.chat]\nservers = [{{ addr = \"127.0.0.1:9\", advertise = [\"nohost\"] }}]\n"
+        ),
         "upstream.chat.servers[0].advertise[0]",
         "host:port",
     );
@@ -300,7 +318,10 @@ fn bad_dispatch_and_load_config_names_the_key() {
         "upstream.chat.load.path",
         "start with `/`",
     );
-    let e = parse(&format!("{base}{up}[upstream.chat.load]\nformat = \"xml\"\n")).unwrap_err();
+    let e = parse(&format!(
+        "{base}{up}[upstream.chat.load]\nformat = \"xml\"\n"
+    ))
+    .unwrap_err();
     assert!(e.key.contains("format") || e.message.contains("xml"), "{e}");
     let e = parse(&format!("{base}{up}[upstream.chat.load]\nevery = \"1s\"\n")).unwrap_err();
     assert!(e.message.contains("every"), "{e}");

@@ -84,9 +84,11 @@ async fn two_instances_avoid_a_server_busy_from_elsewhere_until_the_others_catch
         a_at >= 99 && c_at >= 99,
         "busy (100 from elsewhere) took a session while a had {a_at} and c {c_at}"
     );
-    wait_until("all 240 sessions counted by the backends", Duration::from_secs(10), || {
-        a.sessions() + busy.sessions() + c.sessions() == 240
-    })
+    wait_until(
+        "all 240 sessions counted by the backends",
+        Duration::from_secs(10),
+        || a.sessions() + busy.sessions() + c.sessions() == 240,
+    )
     .await;
     // The 40 past 200 spread over all three: none is far ahead.
     let loads = [a.sessions(), busy.sessions() + 100, c.sessions()];
@@ -97,9 +99,11 @@ async fn two_instances_avoid_a_server_busy_from_elsewhere_until_the_others_catch
 /// Waits until every instance holds a report of every backend's current
 /// sessions (the backends report them as they are; polls run every 50 ms).
 async fn fresh_reports(lbs: &[Lb], backends: &[&LoadBackend], open: usize) {
-    wait_until("backends counted every session", Duration::from_secs(10), || {
-        backends.iter().map(|b| b.sessions()).sum::<usize>() == open
-    })
+    wait_until(
+        "backends counted every session",
+        Duration::from_secs(10),
+        || backends.iter().map(|b| b.sessions()).sum::<usize>() == open,
+    )
     .await;
     for lb in lbs {
         let admin = lb.handle.admin_addr().expect("admin listener");
@@ -153,7 +157,10 @@ async fn a_failed_or_bad_poll_falls_back_to_the_own_count_and_never_marks_down()
         })
         .await;
         // Polled again, still unreadable: still no report, still up.
-        wait_until("b polled again", Duration::from_secs(5), || b.polls() > polls + 1).await;
+        wait_until("b polled again", Duration::from_secs(5), || {
+            b.polls() > polls + 1
+        })
+        .await;
         let status = status_json(admin).await;
         let view = status_server(&status, "chat", "b");
         assert!(view["reported_load"].is_null(), "{view}");

@@ -29,7 +29,12 @@ pub fn parse(body: &[u8], format: LoadFormat) -> Result<LoadReport, String> {
                 load: j.load,
                 max: j.max,
             })
-            .map_err(|e| format!("answer {:?} is not {{\"load\": N, \"max\": M}}: {e}", short(text)))
+            .map_err(|e| {
+                format!(
+                    "answer {:?} is not {{\"load\": N, \"max\": M}}: {e}",
+                    short(text)
+                )
+            })
     };
     match format {
         LoadFormat::Number => number(),
@@ -59,7 +64,10 @@ mod tests {
     fn numbers_and_objects() {
         assert_eq!(ok("42\n", LoadFormat::Auto), (42, None));
         assert_eq!(ok(" 0 ", LoadFormat::Number), (0, None));
-        assert_eq!(ok(r#"{"load": 7, "max": 10}"#, LoadFormat::Auto), (7, Some(10)));
+        assert_eq!(
+            ok(r#"{"load": 7, "max": 10}"#, LoadFormat::Auto),
+            (7, Some(10))
+        );
         assert_eq!(ok(r#"{"load":7,"extra":"x"}"#, LoadFormat::Json), (7, None));
     }
 
@@ -77,7 +85,10 @@ mod tests {
             ("12", LoadFormat::Json),
             ("\u{0}\u{ff}", LoadFormat::Auto),
         ] {
-            assert!(parse(body.as_bytes(), f).is_err(), "{body:?} as {f:?} accepted");
+            assert!(
+                parse(body.as_bytes(), f).is_err(),
+                "{body:?} as {f:?} accepted"
+            );
         }
         assert!(parse(&[0xff, 0xfe], LoadFormat::Auto).is_err());
     }

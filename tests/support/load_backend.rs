@@ -146,7 +146,9 @@ fn handle(st: &Arc<State>, tasks: &Tasks, mut req: Request<Incoming>) -> Respons
             let n = st.sessions.load(Ordering::SeqCst);
             let answer = st.answer.lock().unwrap_or_else(|e| e.into_inner()).clone();
             match answer {
-                LoadAnswer::Sessions { elsewhere } => reply(st, 200, format!("{}\n", n + elsewhere)),
+                LoadAnswer::Sessions { elsewhere } => {
+                    reply(st, 200, format!("{}\n", n + elsewhere))
+                }
                 LoadAnswer::Json { elsewhere, max } => reply(
                     st,
                     200,
