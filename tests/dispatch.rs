@@ -110,14 +110,25 @@ async fn names_the_least_loaded_server_with_its_advertised_addresses() {
         .unwrap();
     let (st, _, _) = support::http_client::http_request(lb.addr(), post).await;
     assert_eq!(st.as_u16(), 400);
+    let head = http::Request::head("/dispatch")
+        .header("host", "chat.test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (st, h, body) = support::http_client::http_request(lb.addr(), head).await;
+    assert_eq!((st.as_u16(), body.len()), (200, 0));
+    assert_eq!(h["content-type"], "application/json");
 
     // Counted per server in /status and /metrics.
     let status = status_json(admin).await;
     assert_eq!(status_server(&status, "chat", "b")["dispatches"], 1);
-    assert_eq!(status_server(&status, "chat", "c")["dispatches"], 1);
+    assert_eq!(
+        status_server(&status, "chat", "c")["dispatches"],
+        2,
+        "GET and HEAD"
+    );
     assert_eq!(status_server(&status, "chat", "a")["dispatches"], 0);
     let series = r#"latch_server_dispatches_total{upstream="chat",server="c"}"#;
-    assert_eq!(metric(admin, series).await, 1.0);
+    assert_eq!(metric(admin, series).await, 2.0);
     let series = r#"latch_server_reported_load{upstream="chat",server="a"}"#;
     assert_eq!(metric(admin, series).await, 50.0);
 }
