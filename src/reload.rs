@@ -294,6 +294,9 @@ impl Inner {
                     &self.conns,
                 );
             }
+            if let (Some(load), Some(rt)) = (&up.load, routing.upstreams.get(name)) {
+                crate::load::spawn_all(name, &rt.backends, load, &current.checks, &self.conns);
+            }
         }
         let removed = self.shared.pool.retire(&routing.server_keys());
         self.drain_removed(removed, config.server.grace, config.server.close_spread);

@@ -99,6 +99,13 @@ pub struct ServerView {
     pub active: usize,
     pub tunnels: usize,
     pub total: u64,
+    /// Times the dispatcher named this server.
+    pub dispatches: u64,
+    /// The load the server last reported (`[upstream.NAME.load]`), while
+    /// fresh; `null` when not polled, failing or stale.
+    pub reported_load: Option<u32>,
+    /// The `max` in that report, if it gave one.
+    pub reported_max: Option<u32>,
     pub weight_permille: u64,
     pub passive_fails: u32,
     pub passive_outs: u64,
@@ -177,6 +184,7 @@ impl ServerView {
         max_conns: Option<usize>,
     ) -> ServerView {
         let report = b.condition.snapshot_report();
+        let reported = b.reported.get(crate::backend::now_ms());
         ServerView {
             id: b.id.clone(),
             addr: b.addr.to_string(),
@@ -188,6 +196,9 @@ impl ServerView {
             active: b.active(),
             tunnels: b.tunnels(),
             total: b.total(),
+            dispatches: b.dispatched(),
+            reported_load: reported.map(|r| r.load),
+            reported_max: reported.and_then(|r| r.max),
             weight_permille: b.condition.weight_permille(),
             passive_fails: report.passive_fails,
             passive_outs: report.passive_outs,

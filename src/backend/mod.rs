@@ -25,9 +25,11 @@ use tokio_util::sync::CancellationToken;
 mod condition;
 pub mod conn;
 mod pool;
+mod reported;
 
 pub use condition::{Condition, Report, now_ms};
 pub use pool::{Draining, Pool, ServerKey};
+pub use reported::{Report as LoadReport, Reported};
 
 use crate::config::{Passive, ServerConfig, UpstreamConfig};
 
@@ -55,6 +57,14 @@ pub struct Server {
     closed: CancellationToken,
     /// Keep-alive connections to this server, waiting for a request.
     pub idle: conn::Idle,
+    /// The load the server last reported itself (`[upstream.NAME.load]`).
+    pub reported: Reported,
+    /// Times the dispatcher named this server, for status and metrics.
+    dispatched: AtomicU64,
+    /// Dispatches since the server's last load report: clients sent there
+    /// that no report counts yet (so the dispatcher does not send every
+    /// client to one server between two polls).
+    pending: AtomicU64,
 }
 
 impl Server {
@@ -80,6 +90,9 @@ impl Server {
             draining: AtomicBool::new(false),
             closed: CancellationToken::new(),
             idle: conn::Idle::default(),
+            reported: Reported::default(),
+            dispatched: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
         }
     }
 
@@ -117,9 +130,45 @@ impl Server {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// In-flight requests plus open tunnels: what least-connections compares.
+    /// In-flight requests plus open tunnels: latch's own count.
     pub fn load(&self) -> usize {
         self.active() + self.tunnels()
+    }
+
+    /// What least-connections and P2C compare: latch's own count, or the
+    /// load the server reported when that is higher and still fresh (other
+    /// balancers' sessions count too).
+    pub fn balance_load(&self) -> usize {
+        let own = self.load();
+        if !self.reported.maybe() {
+            return own;
+        }
+        match self.reported.get(now_ms()) {
+            Some(r) => own.max(r.load as usize),
+            None => own,
+        }
+    }
+
+    /// Stores a fresh load report; the dispatches it now counts are no
+    /// longer pending.
+    pub fn set_reported(&self, report: LoadReport, until_ms: u64) {
+        self.reported.set(report, until_ms);
+        self.pending.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts one dispatch to this server.
+    pub fn count_dispatch(&self) {
+        self.dispatched.fetch_add(1, Ordering::Relaxed);
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Relaxed)
+    }
+
+    /// Dispatches no load report counts yet.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
     }
 }
 
@@ -135,6 +184,8 @@ pub struct Backend {
     pub backup: bool,
     /// The DNS name it was discovered under; `None` when listed in `servers`.
     pub origin: Option<Arc<str>>,
+    /// `"host:port"` addresses the dispatcher hands out; empty = `addr`.
+    pub advertise: Vec<String>,
 }
 
 impl Deref for Backend {
@@ -169,6 +220,7 @@ impl Backend {
             max_conns: cfg.max_conns,
             backup: cfg.backup,
             origin: cfg.origin.clone(),
+            advertise: cfg.advertise.clone(),
         }
     }
 

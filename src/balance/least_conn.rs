@@ -50,7 +50,7 @@ impl Balancer for LeastConn {
             if !eligible(i) {
                 continue;
             }
-            let load = backends[i].load() as u128;
+            let load = backends[i].balance_load() as u128;
             let weight = u128::from(backends[i].effective_weight());
             // load/weight < best_load/best_weight, without dividing.
             if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {

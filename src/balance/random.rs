@@ -121,11 +121,11 @@ impl Balancer for PowerOfTwo {
             return Some(a);
         };
         let (la, wa) = (
-            backends[a].load() as u128,
+            backends[a].balance_load() as u128,
             u128::from(backends[a].effective_weight()),
         );
         let (lb, wb) = (
-            backends[b].load() as u128,
+            backends[b].balance_load() as u128,
             u128::from(backends[b].effective_weight()),
         );
         // lb/wb < la/wa, cross-multiplied; equal loads keep the first draw.

@@ -174,7 +174,14 @@ pub struct RouteSection {
     /// Exact host (`chat.example.com`) or a leading wildcard (`*.example.com`).
     pub host: Option<String>,
     pub path_prefix: Option<Spanned<String>>,
-    pub upstream: Spanned<String>,
+    /// Where matching requests are proxied; or else `dispatch`.
+    pub upstream: Option<Spanned<String>>,
+    /// Answer with the best server of this upstream as JSON instead of
+    /// proxying (the dispatcher, `dispatch/`).
+    pub dispatch: Option<Spanned<String>>,
+    /// `dispatch` only: the `Retry-After` of its 503 when every server is
+    /// full or down (default 5 s).
+    pub retry_after: Option<Spanned<Dur>>,
 }
 
 /// `tls = { cert, key }` plus optional per-SNI certificates.
@@ -236,6 +243,8 @@ pub struct UpstreamSection {
     /// Put a PROXY protocol header naming the client in front of every new
     /// connection to the servers (HAProxy `send-proxy`/`send-proxy-v2`).
     pub send_proxy: Option<SendProxy>,
+    /// Poll every server for the load it carries (`load/`).
+    pub load: Option<super::dispatch::LoadSection>,
 }
 
 /// `send_proxy = "v1" | "v2"`.
@@ -466,6 +475,10 @@ pub struct ServerEntry {
     /// Takes traffic only while no primary server can.
     #[serde(default)]
     pub backup: bool,
+    /// The addresses the dispatcher hands to clients (`"host:port"`); the
+    /// first is the answer's `host`/`port`. Default: `addr`.
+    #[serde(default)]
+    pub advertise: Vec<Spanned<String>>,
 }
 
 fn default_weight() -> Spanned<u32> {

@@ -8,6 +8,7 @@
 
 mod cidr;
 pub mod discover;
+pub mod dispatch;
 mod expect;
 pub mod file;
 mod resilience;
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 pub use cidr::Cidr;
 pub use discover::{DiscoverConfig, RecordKind};
+pub use dispatch::{LoadConfig, LoadFormat};
+
 pub use expect::Expect;
 pub use file::{AccessLog, Balance, ListenerMode, SameSite};
 pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
@@ -106,7 +109,17 @@ pub struct Route {
     /// Lower-case host; `*.example.com` matches any subdomain. `None` matches all.
     pub host: Option<String>,
     pub path_prefix: String,
+    /// The upstream proxied to, or (with `dispatch`) the one dispatched from.
     pub upstream: String,
+    /// A dispatcher route: answers the best server instead of proxying.
+    pub dispatch: Option<DispatchRoute>,
+}
+
+/// What a `dispatch` route adds to a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchRoute {
+    /// Seconds a client waits after a 503 (every server full or down).
+    pub retry_after: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +143,8 @@ pub struct UpstreamConfig {
     pub discover: Option<DiscoverConfig>,
     /// PROXY protocol header sent first on each new server connection.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// Load polled from the servers (`load/`).
+    pub load: Option<LoadConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +157,8 @@ pub struct ServerConfig {
     pub backup: bool,
     /// The DNS name it was found under; `None` for a server of `servers`.
     pub origin: Option<Arc<str>>,
+    /// `"host:port"` addresses the dispatcher hands out; empty = `addr`.
+    pub advertise: Vec<String>,
 }
 
 impl ServerConfig {
@@ -154,6 +171,7 @@ impl ServerConfig {
             max_conns: None,
             backup: false,
             origin: None,
+            advertise: Vec::new(),
         }
     }
 }
@@ -429,6 +447,7 @@ impl Validator<'_> {
                 max_conns,
                 backup: s.backup,
                 origin: None,
+                advertise: dispatch::advertise(self, &skey, &s.advertise)?,
             });
         }
         let t = &u.timeouts;
@@ -492,6 +511,10 @@ impl Validator<'_> {
             retry: resilience::retry(self, &format!("{key}.retry"), &u.retry)?,
             discover,
             send_proxy,
+            load: match &u.load {
+                Some(l) => Some(dispatch::load(self, &format!("{key}.load"), l)?),
+                None => None,
+            },
         })
     }
 
@@ -545,10 +568,44 @@ impl Validator<'_> {
                 },
                 None => "/".to_string(),
             };
+            let (target, dispatch) = match (&r.upstream, &r.dispatch) {
+                (Some(u), None) => (known(u, format!("{rkey}.upstream"))?, None),
+                (None, Some(d)) => {
+                    let secs = r
+                        .retry_after
+                        .as_ref()
+                        .map_or(5, |d| d.get_ref().0.as_secs());
+                    let retry_after = secs.max(1);
+                    let name = known(d, format!("{rkey}.dispatch"))?;
+                    (name, Some(DispatchRoute { retry_after }))
+                }
+                (Some(_), Some(d)) => {
+                    return Err(self.err(
+                        d.span(),
+                        format!("{rkey}.dispatch"),
+                        "a route either proxies (`upstream`) or dispatches (`dispatch`), not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(self.err(
+                        l.bind.span(),
+                        rkey,
+                        "needs `upstream = \"NAME\"` or `dispatch = \"NAME\"`",
+                    ));
+                }
+            };
+            if let (Some(ra), None) = (&r.retry_after, &r.dispatch) {
+                return Err(self.err(
+                    ra.span(),
+                    format!("{rkey}.retry_after"),
+                    "only used with `dispatch`",
+                ));
+            }
             routes.push(Route {
                 host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 path_prefix,
-                upstream: known(&r.upstream, format!("{rkey}.upstream"))?,
+                upstream: target,
+                dispatch,
             });
         }
         if let Some(u) = &l.upstream {
@@ -556,6 +613,7 @@ impl Validator<'_> {
                 host: None,
                 path_prefix: "/".to_string(),
                 upstream: known(u, format!("{key}.upstream"))?,
+                dispatch: None,
             });
         }
         if routes.is_empty() {
@@ -715,7 +773,11 @@ impl fmt::Display for Route {
             self.host.as_deref().unwrap_or("*"),
             self.path_prefix,
             self.upstream
-        )
+        )?;
+        if self.dispatch.is_some() {
+            f.write_str(" (dispatch)")?;
+        }
+        Ok(())
     }
 }
 

@@ -25,7 +25,10 @@ impl Validator<'_> {
         }
         if let Some(r) = l.route.first() {
             return Err(self.err(
-                r.upstream.span(),
+                r.upstream
+                    .as_ref()
+                    .or(r.dispatch.as_ref())
+                    .map_or(mode.span(), |u| u.span()),
                 format!("{key}.route"),
                 "routes do not apply to a `mode = \"tcp\"` listener; give it one `upstream`",
             ));

@@ -33,7 +33,12 @@ pub fn summary(config: &Config) -> String {
         let _ = writeln!(out, "listener {}{traits}", l.bind);
         for r in &l.routes {
             let host = r.host.as_deref().unwrap_or("*");
-            let _ = writeln!(out, "  {host} {} -> {}", r.path_prefix, r.upstream);
+            let kind = if r.dispatch.is_some() {
+                "dispatch "
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {host} {} -> {kind}{}", r.path_prefix, r.upstream);
         }
     }
     for (name, up) in &config.upstreams {

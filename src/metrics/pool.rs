@@ -57,6 +57,8 @@ pub(super) fn registry(
     let up = Family::<ServerLabels, Gauge>::default();
     let weight = Family::<ServerLabels, Gauge>::default();
     let total = Family::<ServerLabels, Counter>::default();
+    let dispatches = Family::<ServerLabels, Counter>::default();
+    let reported = Family::<ServerLabels, Gauge>::default();
     let states = Family::<StateLabels, Gauge>::default();
 
     let count = |upstream: &str, b: &Server| {
@@ -67,6 +69,12 @@ pub(super) fn registry(
         active.get_or_create(&labels).inc_by(gauge(b.active()));
         tunnels.get_or_create(&labels).inc_by(gauge(b.tunnels()));
         total.get_or_create(&labels).inc_by(b.total());
+        if b.dispatched() > 0 {
+            dispatches.get_or_create(&labels).inc_by(b.dispatched());
+        }
+        if let Some(r) = b.reported.get(crate::backend::now_ms()) {
+            reported.get_or_create(&labels).set(i64::from(r.load));
+        }
         let state = server_state(b);
         states
             .get_or_create(&StateLabels {
@@ -125,6 +133,16 @@ pub(super) fn registry(
         "latch_server_requests",
         "Requests ever sent to the server",
         total,
+    );
+    r.register(
+        "latch_server_dispatches",
+        "Times a dispatch route named the server",
+        dispatches,
+    );
+    r.register(
+        "latch_server_reported_load",
+        "Load the server reported itself, while the report is fresh",
+        reported,
     );
     r.register(
         "latch_upstream_servers",

@@ -36,13 +36,18 @@ pub enum ProxyError {
     ClientTimeout(Duration),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A dispatch route found every server full or down.
+    #[error("dispatch: every server of {upstream} is full or down")]
+    Overloaded { upstream: String, retry_after: u64 },
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackend(_) | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect(..)
             | ProxyError::BadResponse(..)
             | ProxyError::InvalidHeader(..) => StatusCode::BAD_GATEWAY,
@@ -56,6 +61,13 @@ impl ProxyError {
     /// The answer the client gets: the status, its reason as a short text
     /// body, and no detail about backends (that goes to the log).
     pub fn response(&self) -> Response<Body> {
+        if let ProxyError::Overloaded {
+            upstream,
+            retry_after,
+        } = self
+        {
+            return super::dispatch::overloaded(upstream, *retry_after);
+        }
         let status = self.status();
         let text = format!(
             "{} {}\n",

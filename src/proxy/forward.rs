@@ -65,18 +65,21 @@ pub(super) async fn forward(
         Ok(Cow::Owned(p)) => Some(p),
         Err(why) => return Err(ProxyError::BadRequest(why)),
     };
-    let upstream = {
+    let (upstream, dispatch) = {
         let host = host::route_host(&host, req.headers());
         let path = normal.as_deref().unwrap_or(req.uri().path());
         routes
             .find(host, path)
-            .and_then(|r| routing.upstreams.get(&r.upstream))
+            .and_then(|r| Some((routing.upstreams.get(&r.upstream)?.clone(), r.dispatch)))
             .ok_or_else(|| ProxyError::NoRoute {
                 host: host.to_ascii_lowercase(),
                 path: path.to_owned(),
             })?
-            .clone()
     };
+    // A dispatcher route answers itself, before any backend attempt.
+    if let Some(route) = dispatch {
+        return super::dispatch::answer(&upstream, route, conn.peer.ip(), &mut req);
+    }
     // In absolute-form the authority replaces the client's Host; the header
     // rules that follow never remove it (not even `Connection: Host`).
     if let host::RequestHost::Authority(authority) = host {

@@ -13,6 +13,7 @@
 
 pub mod access;
 mod body;
+mod dispatch;
 mod error;
 mod forward;
 pub mod headers;
@@ -132,6 +133,13 @@ pub async fn handle(
     let head_secs = started.elapsed().as_secs_f64();
     let status = resp.status();
     match &served {
+        // A dispatch answer (no attempt): the server counts it as a
+        // dispatch, not as a request sent to it.
+        Some(s) if s.attempts == 0 => {
+            shared
+                .metrics
+                .request(&s.upstream.name, "", status.as_u16(), started.elapsed())
+        }
         Some(s) => s
             .upstream
             .metrics

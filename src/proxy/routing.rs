@@ -173,6 +173,7 @@ mod tests {
             host: host.map(str::to_string),
             path_prefix: prefix.into(),
             upstream: up.into(),
+            dispatch: None,
         }
     }
 

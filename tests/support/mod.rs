@@ -15,6 +15,7 @@ pub mod faulty;
 pub mod haproxy;
 pub mod http_client;
 pub mod lb;
+pub mod load_backend;
 pub mod node;
 pub mod pattern;
 pub mod raw_http;
