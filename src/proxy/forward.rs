@@ -21,8 +21,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
@@ -31,7 +29,7 @@ use tracing::{debug, warn};
 use super::access::Served;
 use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
-use super::{ConnInfo, Routing, Shared, Upstream, headers, host, select, tunnel};
+use super::{ConnInfo, Routing, Shared, Upstream, handshake, headers, host, select, tunnel};
 use crate::backend::conn::{
     self, Conn, Head, OutBody, RespFraming, SendError, Streaming, Upgraded,
 };
@@ -374,44 +372,19 @@ impl Attempts<'_> {
             response_headers(response.headers_mut());
             let max_idle = self.settings.pool_max_idle;
             let body = Streaming::new(conn, framing, keep_alive, placed.active, max_idle);
+            let small = !matches!(framing, RespFraming::Length(n) if n > MAX_HANDSHAKE);
             if let Some(kind) = self
                 .handshake
-                .filter(|_| response.status() == StatusCode::OK)
+                .filter(|_| small && response.status() == StatusCode::OK)
             {
-                if let RespFraming::Length(n) = framing {
-                    if n <= MAX_HANDSHAKE {
-                        let read = up.timeouts.read;
-                        let bytes = tokio::time::timeout(read, body.collect())
-                            .await
-                            .map_err(|_| {
-                                ProxyError::BadResponse(
-                                    backend.addr,
-                                    format!("handshake body not read within {read:?}"),
-                                )
-                            })?
-                            .map_err(|e| {
-                                ProxyError::BadResponse(
-                                    backend.addr,
-                                    format!("handshake body: {e}"),
-                                )
-                            })?
-                            .to_bytes();
-                        let bytes = match select::tag_handshake(up, kind, backend, &bytes) {
-                            Some(tagged) => {
-                                self.shared.metrics.session_id(&up.name, "tagged");
-                                Bytes::from(tagged)
-                            }
-                            None => bytes,
-                        };
-                        response
-                            .headers_mut()
-                            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                        let body = http_body_util::Full::new(bytes)
-                            .map_err(|e| match e {})
-                            .boxed();
-                        return Ok((response.map(|()| body), served));
-                    }
-                }
+                let metrics = &self.shared.metrics;
+                let response = handshake::rewrite(response, body, up.timeouts.read, backend, |b| {
+                    let tagged = select::tag_handshake(up, kind, backend, b)?;
+                    metrics.session_id(&up.name, "tagged");
+                    Some(tagged)
+                })
+                .await?;
+                return Ok((response, served));
             }
             // `timeouts.read` also bounds each wait for the body's next bytes
             // (nginx `proxy_read_timeout`).

@@ -15,6 +15,7 @@ pub mod access;
 mod body;
 mod error;
 mod forward;
+mod handshake;
 pub mod headers;
 pub mod host;
 mod routing;
