@@ -93,6 +93,16 @@ pub struct Metrics {
     dns_resolutions: Family<dns::DnsLabels, Counter>,
     /// The last resolution of each discovering upstream (for `/status`).
     dns: dns::Statuses,
+    /// `sticky.mode = "session_id"`: handshakes tagged, requests pinned.
+    session_ids: Family<SessionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabels {
+    upstream: String,
+    /// "tagged" (a handshake answer got a tagged id) or "pinned" (a request
+    /// was pinned by a verified tagged id).
+    event: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,6 +135,7 @@ impl Metrics {
             goodbyes: Family::default(),
             dns_resolutions: Family::default(),
             dns: dns::Statuses::default(),
+            session_ids: Family::default(),
         };
         let mut r = Registry::default();
         m.stream.register(&mut r);
@@ -140,6 +151,11 @@ impl Metrics {
             m.request_duration.clone(),
         );
         r.register("latch_retries", "Retried attempts", m.retries.clone());
+        r.register(
+            "latch_session_ids",
+            "Session-id stickiness: handshakes tagged and requests pinned by a tagged id",
+            m.session_ids.clone(),
+        );
         r.register(
             "latch_tls_handshake_failures",
             "Client TLS handshakes that failed",
@@ -208,6 +224,15 @@ impl Metrics {
             reason: reason.to_owned(),
         };
         self.retries.get_or_create(&labels).inc();
+    }
+
+    /// `session_id` stickiness: `event` is "tagged" or "pinned".
+    pub fn session_id(&self, upstream: &str, event: &'static str) {
+        let labels = SessionLabels {
+            upstream: upstream.to_owned(),
+            event,
+        };
+        self.session_ids.get_or_create(&labels).inc();
     }
 
     /// A tunnel ended; counted when latch said goodbye on it.

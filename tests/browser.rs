@@ -265,3 +265,84 @@ async fn chromium_sees_the_close_codes() {
     expect("chat", 1001, "idle timeout");
     expect("die", 1011, "backend lost");
 }
+
+/// Three socket.io servers behind two latch instances with one config;
+/// headless Chromium with every cookie blocked runs socket.io clients whose
+/// connections go to a random instance (`tests/browser/socketio_no_cookies.js`).
+async fn socketio_without_cookies(mode: &str) -> (serde_json::Value, usize) {
+    ensure_chromium().await;
+    require_tool("node", "apt-get install -y nodejs npm").await;
+    require_tool("npm", "apt-get install -y npm").await;
+    let dir = browser_dir();
+    ensure_node_modules(&dir).await;
+    let io_dir = support::node::node_dir("socketio");
+    support::node::ensure_npm_ci(&io_dir, &["socket.io", "socket.io-client"]);
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            support::node::NodeServer::spawn(&io_dir, "server.js", &format!("s{i}"), &[]).await,
+        );
+    }
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
+        .collect();
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"io\"\n\n[upstream.io]\nbalance = \"round_robin\"\n\
+         servers = [{}]\n\n[upstream.io.sticky]\nmode = \"{mode}\"\nsecret = \"browser-test-secret-0123456789\"\n",
+        list.join(", ")
+    );
+    let a = support::spawn_lb(&config).await;
+    let b = support::spawn_lb(&config).await;
+    let json = support::node::run_node_json(
+        &dir,
+        "socketio_no_cookies.js",
+        &serde_json::json!({
+            "urls": [format!("http://{}", a.addr()), format!("http://{}", b.addr())],
+            "clients": 6,
+            "echoes": 6,
+        }),
+        DEMO_LIMIT,
+    )
+    .await;
+    a.handle.shutdown_within(Duration::from_secs(1)).await;
+    b.handle.shutdown_within(Duration::from_secs(1)).await;
+    let unknown = servers.iter().map(|s| s.count("Session ID unknown")).sum();
+    eprintln!(
+        "{mode}: totals {}, servers saw {unknown} unknown session ids",
+        json["totals"]
+    );
+    // `navigator.cookieEnabled` stays true in headless Chromium whatever the
+    // content setting says; the cookie-mode control below is the proof that
+    // no cookie comes back.
+    (json, unknown)
+}
+
+/// `sticky.mode = "session_id"`: Chromium with cookies blocked keeps every
+/// socket.io session on its server, polling then upgraded, across two
+/// instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_without_cookies_socketio_session_id_sticky() {
+    let (json, unknown) = socketio_without_cookies("session_id").await;
+    let totals = &json["totals"];
+    assert_eq!(totals["errors"], 0, "{json}");
+    assert_eq!(totals["echoes"], 36, "{json}");
+    assert_eq!(unknown, 0, "{json}");
+    for c in json["clients"].as_array().expect("clients") {
+        let hello = c["hello"].as_str().expect("hello");
+        let backends = c["backends"].as_array().expect("backends");
+        assert!(backends.iter().all(|b| b == hello), "moved: {c}");
+        assert_eq!(c["upgraded"], true, "not upgraded: {c}");
+    }
+}
+
+/// Control: the same browser in cookie mode loses its sessions, which shows
+/// the profile really blocks cookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_without_cookies_socketio_cookie_mode_breaks() {
+    let (json, unknown) = socketio_without_cookies("cookie").await;
+    assert!(
+        json["totals"]["errors"].as_u64() > Some(0) && unknown > 0,
+        "{json}"
+    );
+}

@@ -51,12 +51,19 @@ const TRANSPORTS: [&str; 3] = ["LongPolling", "ServerSentEvents", "WebSockets"];
 enum Stickiness {
     Cookie,
     IpHash,
+    /// `mode = "session_id"`, with clients that keep no cookies: only the
+    /// tagged connectionToken can keep them on their server.
+    SessionId,
     /// The control: `round_robin` alone.
     None,
 }
 
 /// The modes every transport is run with; a new mode is one more entry.
-const STICKY_MODES: [Stickiness; 2] = [Stickiness::Cookie, Stickiness::IpHash];
+const STICKY_MODES: [Stickiness; 3] = [
+    Stickiness::Cookie,
+    Stickiness::IpHash,
+    Stickiness::SessionId,
+];
 
 impl Stickiness {
     /// `balance` of `[upstream.hub]`, and the `[upstream.hub.sticky]` table
@@ -68,6 +75,10 @@ impl Stickiness {
                 format!("[upstream.hub.sticky]\nmode = \"cookie\"\nsecret = \"{SECRET}\"\n"),
             ),
             Stickiness::IpHash => ("ip_hash", String::new()),
+            Stickiness::SessionId => (
+                "round_robin",
+                format!("[upstream.hub.sticky]\nmode = \"session_id\"\nsecret = \"{SECRET}\"\n"),
+            ),
             Stickiness::None => ("round_robin", String::new()),
         }
     }
@@ -154,7 +165,11 @@ fn assert_sticky(what: &str, report: &Value, servers: &[NodeServer]) -> Vec<usiz
 async fn sticky_case(transport: &str, sticky: Stickiness) {
     let servers = spawn_servers(&[]).await;
     let lb = spawn_lb(&config(&servers, sticky, "")).await;
-    let report = run_clients(&lb, transport, json!({})).await;
+    let extra = match sticky {
+        Stickiness::SessionId => json!({"cookies": false}),
+        _ => json!({}),
+    };
+    let report = run_clients(&lb, transport, extra).await;
     let what = format!("{transport} with {sticky:?}");
     let per_server = assert_sticky(&what, &report, &servers);
     match sticky {
@@ -190,11 +205,25 @@ async fn websockets_stay_on_their_server() {
 /// negotiate to other servers, which answer 404 for every transport.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_without_stickiness_gets_404s_on_every_transport() {
+    control_case(Stickiness::None, json!({})).await;
+}
+
+/// Control for session-id stickiness: clients without cookies in cookie
+/// mode lose their connections on every transport (so the cookie jar is
+/// really off, and only the tagged token keeps them in `session_id` mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_cookie_mode_without_cookies_gets_404s_on_every_transport() {
+    control_case(Stickiness::Cookie, json!({"cookies": false})).await;
+}
+
+/// Every transport through latch with `sticky` and client options `extra`
+/// breaks most connections with 404s.
+async fn control_case(sticky: Stickiness, extra: Value) {
     let servers = spawn_servers(&[]).await;
-    let lb = spawn_lb(&config(&servers, Stickiness::None, "")).await;
+    let lb = spawn_lb(&config(&servers, sticky, "")).await;
     for transport in TRANSPORTS {
         let before: usize = servers.iter().map(|s| s.count("unknown_id")).sum();
-        let report = run_clients(&lb, transport, json!({})).await;
+        let report = run_clients(&lb, transport, extra.clone()).await;
         let failed = report["clients"]
             .as_array()
             .expect("clients array")
@@ -203,7 +232,7 @@ async fn control_without_stickiness_gets_404s_on_every_transport() {
             .count();
         assert!(
             failed as u64 * 2 > CLIENTS && report["totals"]["notFound"].as_u64() > Some(0),
-            "{transport} without stickiness should break most connections with 404s: {}",
+            "{transport} with {sticky:?} and {extra} should break most connections with 404s: {}",
             report["totals"]
         );
         // Their stdout is read in the background: wait for it (bounded).

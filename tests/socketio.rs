@@ -220,14 +220,19 @@ fn upstream_servers(servers: &[IoServer]) -> String {
 
 /// One listener (`tls` line may be empty) → upstream `io`.
 fn io_config(servers: &[IoServer], tls: &str, balance: &str, sticky: bool) -> String {
+    io_config_mode(servers, tls, balance, sticky.then_some("cookie"))
+}
+
+/// [`io_config`] with `sticky.mode = MODE` (and the shared secret) when given.
+fn io_config_mode(servers: &[IoServer], tls: &str, balance: &str, mode: Option<&str>) -> String {
     let mut t = format!(
         "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"io\"\n{tls}\n\n\
          [upstream.io]\nbalance = \"{balance}\"\n{}\n",
         upstream_servers(servers)
     );
-    if sticky {
+    if let Some(mode) = mode {
         t.push_str(&format!(
-            "\n[upstream.io.sticky]\nmode = \"cookie\"\nsecret = \"{SECRET}\"\n"
+            "\n[upstream.io.sticky]\nmode = \"{mode}\"\nsecret = \"{SECRET}\"\n"
         ));
     }
     t
@@ -375,8 +380,19 @@ async fn polling_only_cookie_sticky() {
 /// Two latch instances with one config; each request and WebSocket goes to a
 /// random instance (new TCP connection each time, no keep-alive).
 async fn two_instances(what: &str, balance: &str, sticky: bool) -> (Value, Vec<IoServer>) {
+    two_instances_with(what, balance, sticky.then_some("cookie"), true).await
+}
+
+/// [`two_instances`] with sticky `mode`; `cookies = false` gives the
+/// clients no cookie jar (like native and Node.js clients by default).
+async fn two_instances_with(
+    what: &str,
+    balance: &str,
+    mode: Option<&str>,
+    cookies: bool,
+) -> (Value, Vec<IoServer>) {
     let servers = spawn_io_servers();
-    let config = io_config(&servers, "", balance, sticky);
+    let config = io_config_mode(&servers, "", balance, mode);
     let a = spawn_lb(&config).await;
     let b = spawn_lb(&config).await;
 
@@ -385,6 +401,7 @@ async fn two_instances(what: &str, balance: &str, sticky: bool) -> (Value, Vec<I
         "clients": CLIENTS,
         "echoes": ECHOES,
         "transports": ["polling", "websocket"],
+        "cookies": cookies,
     }))
     .await;
 
@@ -462,4 +479,50 @@ async fn control_without_stickiness_sessions_break() {
         "the servers should have reported `Session ID unknown` errors"
     );
     shutdown(lb).await;
+}
+
+// === session-id stickiness (clients without a cookie jar) ===
+
+/// Clients with no cookie jar, two instances picked at random per request,
+/// polling then upgrade: `sticky.mode = "session_id"` pins by the signed
+/// tag latch put in the Engine.IO `sid`, so no session is ever unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_no_cookie_jar_session_id_sticky() {
+    let what = "two instances + session_id, no cookie jar";
+    let (report, _servers) =
+        two_instances_with(what, "round_robin", Some("session_id"), false).await;
+    let spread = spread(&report);
+    assert_eq!(
+        spread.len(),
+        3,
+        "sessions spread over all servers: {spread:?}"
+    );
+}
+
+/// Control for the case above: the same clients in cookie mode lose their
+/// sessions (they never send the cookie back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_no_cookie_jar_cookie_mode_sessions_break() {
+    let servers = spawn_io_servers();
+    let config = io_config_mode(&servers, "", "round_robin", Some("cookie"));
+    let a = spawn_lb(&config).await;
+    let b = spawn_lb(&config).await;
+    let report = run_clients(json!({
+        "urls": [format!("http://{}", a.addr()), format!("http://{}", b.addr())],
+        "clients": CLIENTS,
+        "echoes": ECHOES,
+        "transports": ["polling", "websocket"],
+        "cookies": false,
+    }))
+    .await;
+    let unknown = total(&report, "sessionUnknown");
+    let server_unknown: usize = servers.iter().map(IoServer::session_unknown).sum();
+    assert!(
+        unknown > 0 && server_unknown > 0,
+        "cookie mode without a cookie jar should hit `Session ID unknown` \
+         (client {unknown}, servers {server_unknown}): {}",
+        report["totals"]
+    );
+    shutdown(a).await;
+    shutdown(b).await;
 }

@@ -433,6 +433,9 @@ pub enum StickyMode {
     Cookie,
     IpHash,
     None,
+    /// The signed cookie, and the same signed tag in the Engine.IO `sid` /
+    /// SignalR connection token (clients without a cookie jar).
+    SessionId,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

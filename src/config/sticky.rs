@@ -23,6 +23,9 @@ pub enum Sticky {
     Cookie(CookieSettings),
     /// A consistent hash of the client address.
     IpHash,
+    /// The cookie, plus a signed backend tag in the session id of Engine.IO
+    /// and SignalR handshakes (`sticky::session_id`).
+    SessionId(CookieSettings),
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -68,6 +71,7 @@ pub(super) fn sticky(
         StickyMode::None => Ok(Sticky::None),
         StickyMode::IpHash => Ok(Sticky::IpHash),
         StickyMode::Cookie => cookie(r, key, s).map(Sticky::Cookie),
+        StickyMode::SessionId => cookie(r, key, s).map(Sticky::SessionId),
     }
 }
 

@@ -51,6 +51,7 @@ impl Validator<'_> {
         if let Some(up) = upstreams.get(name.get_ref()) {
             let why = match (&up.sticky, &up.hash_key) {
                 (Sticky::Cookie(_), _) => Some("sticky cookies"),
+                (Sticky::SessionId(_), _) => Some("session id stickiness"),
                 (_, Some(HashKey::Header(_) | HashKey::Cookie(_) | HashKey::Query(_))) => {
                     Some("a hash_key other than \"ip\"")
                 }

@@ -65,6 +65,7 @@ fn upstream(out: &mut String, config: &Config, name: &str, up: &UpstreamConfig) 
         Sticky::None => "no stickiness".to_string(),
         Sticky::Cookie(c) => format!("sticky cookie {}", c.name),
         Sticky::IpHash => "sticky by ip hash".to_string(),
+        Sticky::SessionId(c) => format!("sticky by session id and cookie {}", c.name),
     });
     if let Some(c) = &up.check {
         traits.push(format!("{} check every {:?}", check(c.kind), c.interval));

@@ -29,13 +29,16 @@ use tracing::{debug, warn};
 use super::access::Served;
 use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
-use super::{ConnInfo, Routing, Shared, Upstream, headers, host, select, tunnel, woken};
-use crate::backend::conn::{self, Conn, Head, OutBody, SendError, Streaming, Upgraded};
+use super::{ConnInfo, Routing, Shared, Upstream, handshake, headers, host, select, tunnel, woken};
+use crate::backend::conn::{
+    self, Conn, Head, OutBody, RespFraming, SendError, Streaming, Upgraded,
+};
 use crate::backend::{Active, Backend};
 use crate::balance::{Placed, RequestKey, Tried};
 use crate::config::{AccessLog, RetryConfig, ServerSettings};
 use crate::http1::OnUpgrade;
 use crate::proxy_protocol::Addrs;
+use crate::sticky::session_id::{Handshake, MAX_HANDSHAKE};
 
 /// The client's side of an upgrade, when the request asked for one.
 struct Upgrade {
@@ -108,17 +111,25 @@ pub(super) async fn forward(
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     let idle = routing.server.client_body_timeout;
     let body = ReqBody::read(body, upstream.retry.max_body, length, idle).await?;
-    let target =
+    let mut target =
         crate::path::origin_form(&parts.uri, normal.as_deref()).map_err(ProxyError::BadRequest)?;
+    // `session_id` stickiness: a tagged session id pins the request, and the
+    // backend gets its own id back.
+    let session_pin = select::session_pin(&upstream, &mut target);
+    let handshake = select::handshake(&upstream, &target);
     // The key borrows its path and query; a clone shares the bytes.
     let uri = target.clone();
-    let key = select::request_key(
+    let mut key = select::request_key(
         &upstream,
         &mut parts.headers,
         conn.peer.ip(),
         uri.path(),
         uri.query(),
     );
+    if let Some(i) = session_pin {
+        key.pin = crate::balance::Pin::To(i);
+        shared.metrics.session_id(&upstream.name, "pinned");
+    }
     let attempt = Attempts {
         shared,
         settings: &routing.server,
@@ -127,6 +138,7 @@ pub(super) async fn forward(
         parts,
         target,
         upgrade,
+        handshake,
         id,
     };
     attempt.run(&key, body).await
@@ -146,6 +158,8 @@ struct Attempts<'a> {
     /// The origin-form target sent to backends.
     target: Uri,
     upgrade: Option<Upgrade>,
+    /// A session handshake whose answer gets a tagged session id.
+    handshake: Option<Handshake>,
     /// `X-Request-Id`, for the tunnel's log line.
     id: &'a headers::RequestId,
 }
@@ -177,7 +191,7 @@ impl Attempts<'_> {
                 Ok(p) => p,
                 Err(why) => {
                     return match last {
-                        Some(Ok(answer)) => self.finish(answer, tried.len()),
+                        Some(Ok(answer)) => self.finish(answer, tried.len()).await,
                         Some(Err(prev)) => Err(prev),
                         None => Err(ProxyError::NoBackend(why)),
                     };
@@ -194,11 +208,11 @@ impl Attempts<'_> {
                     let answer = Answer { head, conn, placed };
                     if !retry.retries_status(status) {
                         backend.condition.record_success();
-                        return self.finish(answer, tried.len());
+                        return self.finish(answer, tried.len()).await;
                     }
                     backend.condition.record_failure();
                     if !(more && (idempotent || retry.non_idempotent)) {
-                        return self.finish(answer, tried.len());
+                        return self.finish(answer, tried.len()).await;
                     }
                     warn!(peer = %self.conn.peer, backend = %backend.addr, status, "retrying on the next server");
                     self.shared
@@ -333,7 +347,7 @@ impl Attempts<'_> {
 
     /// The accepted answer, on its way to the client: a `101` becomes a
     /// tunnel, anything else streams back holding its backend slot until done.
-    fn finish(
+    async fn finish(
         mut self,
         answer: Answer,
         attempts: usize,
@@ -361,6 +375,20 @@ impl Attempts<'_> {
             response_headers(response.headers_mut());
             let max_idle = self.settings.pool_max_idle;
             let body = Streaming::new(conn, framing, keep_alive, placed.active, max_idle);
+            let small = !matches!(framing, RespFraming::Length(n) if n > MAX_HANDSHAKE);
+            if let Some(kind) = self
+                .handshake
+                .filter(|_| small && response.status() == StatusCode::OK)
+            {
+                let metrics = &self.shared.metrics;
+                let response = handshake::rewrite(response, body, up.timeouts.read, backend, |b| {
+                    let tagged = select::tag_handshake(up, kind, backend, b)?;
+                    metrics.session_id(&up.name, "tagged");
+                    Some(tagged)
+                })
+                .await?;
+                return Ok((response, served));
+            }
             // `timeouts.read` also bounds each wait for the body's next bytes
             // (nginx `proxy_read_timeout`).
             let body = IdleTimeout::new(body, up.timeouts.read, "the backend");

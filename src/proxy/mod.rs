@@ -16,6 +16,7 @@ mod body;
 mod dispatch;
 mod error;
 mod forward;
+mod handshake;
 pub mod headers;
 pub mod host;
 mod routing;

@@ -48,8 +48,8 @@ impl Upstream {
             .map(|s| Arc::new(Backend::on(pool.server(cfg, s), s)))
             .collect();
         let cookie = match &cfg.sticky {
-            Sticky::Cookie(c) => Some(
-                StickyCookie::new(c, &backends)
+            Sticky::Cookie(c) | Sticky::SessionId(c) => Some(
+                StickyCookie::new(c, &backends, matches!(cfg.sticky, Sticky::SessionId(_)))
                     .map_err(|e| format!("upstream {}: {e}", cfg.name))?,
             ),
             _ => None,

@@ -7,12 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 
 use super::Upstream;
 use crate::backend::Backend;
 use crate::balance::{self, How, Pin, RequestKey};
 use crate::config::{CookieSettings, HashKey, SameSite};
+use crate::sticky::session_id::{self, Handshake};
 use crate::sticky::{self, BackendToken, CookieAttrs, CookieCodec};
 
 /// An upstream's signed sticky cookie.
@@ -24,10 +25,16 @@ pub struct StickyCookie {
     keep: bool,
     /// Cookie token → backend index.
     tokens: Vec<(BackendToken, usize)>,
+    /// `mode = "session_id"`: the tag also rides in session ids.
+    session_id: bool,
 }
 
 impl StickyCookie {
-    pub fn new(c: &CookieSettings, backends: &[Arc<Backend>]) -> Result<StickyCookie, String> {
+    pub fn new(
+        c: &CookieSettings,
+        backends: &[Arc<Backend>],
+        session_id: bool,
+    ) -> Result<StickyCookie, String> {
         Ok(StickyCookie {
             codec: CookieCodec::new(&c.secret, &c.name, c.max_age)?,
             attrs: CookieAttrs {
@@ -49,6 +56,7 @@ impl StickyCookie {
                 .enumerate()
                 .map(|(i, b)| (CookieCodec::token(&b.id), i))
                 .collect(),
+            session_id,
         })
     }
 }
@@ -93,6 +101,36 @@ pub fn request_key<'a>(
         hash,
         pin,
     }
+}
+
+/// In `session_id` mode: the backend a tagged session id in the query
+/// (`sid`, `id`) names, with the original id put back into `target` for the
+/// backend. `None` (and `target` untouched) without a verified tag.
+pub fn session_pin(up: &Upstream, target: &mut Uri) -> Option<usize> {
+    let c = up.cookie.as_ref().filter(|c| c.session_id)?;
+    let pq = target.path_and_query()?;
+    let (query, token) = session_id::restore_query(&c.codec, pq.query()?, unix_now())?;
+    let restored = format!("{}?{query}", pq.path());
+    // The restored query is a subset of the original's bytes: still valid.
+    *target = Uri::try_from(restored).ok()?;
+    c.tokens.iter().find(|(t, _)| *t == token).map(|(_, i)| *i)
+}
+
+/// In `session_id` mode: which handshake `target` is, if any.
+pub fn handshake(up: &Upstream, target: &Uri) -> Option<Handshake> {
+    up.cookie.as_ref().filter(|c| c.session_id)?;
+    session_id::handshake(target.path(), target.query())
+}
+
+/// The handshake answer `body` with its session id tagged for `backend`.
+pub fn tag_handshake(
+    up: &Upstream,
+    kind: Handshake,
+    backend: &Backend,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    let c = up.cookie.as_ref()?;
+    session_id::rewrite_body(kind, body, &c.codec, &backend.id, unix_now())
 }
 
 /// The `Set-Cookie` value that pins the client to `backend`, when the

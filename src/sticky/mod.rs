@@ -22,6 +22,7 @@
 
 mod client_key;
 mod cookie;
+pub mod session_id;
 
 use std::time::Duration;
 

@@ -11,6 +11,8 @@
 //   pauseMs    wait this long before the last echo (default 0), to keep a
 //              connection quiet across timeouts
 //   timeoutMs  overall deadline (default 40000)
+//   cookies    false: the client keeps no cookies (like native SignalR
+//              clients and devices); default true
 //
 // In Node.js the client keeps cookies itself: its fetch is wrapped by
 // fetch-cookie over a tough-cookie jar, and it passes the jar's cookies to
@@ -29,6 +31,7 @@ const nClients = config.clients ?? 30;
 const nEchoes = config.echoes ?? 10;
 const pauseMs = config.pauseMs ?? 0;
 const timeoutMs = config.timeoutMs ?? 40000;
+const cookies = config.cookies ?? true;
 const transport = signalR.HttpTransportType[config.transport];
 if (!config.url || transport === undefined) {
   console.error(`client.js: need url and transport (LongPolling, ServerSentEvents, WebSockets): ${process.argv[2]}`);
@@ -41,6 +44,21 @@ function is404(e) {
   return (e && e.statusCode === 404) || /404|No Connection with that ID|connection ID is not present/.test(text);
 }
 
+// The default HTTP client with its cookie jar taken out: plain fetch, and no
+// cookies handed to the WebSocket or EventSource. The jar is a private field
+// of FetchHttpClient (@microsoft/signalr 8); the cookie-mode control in
+// tests/signalr.rs fails if a cookie still got through.
+function noCookieClient() {
+  const client = new signalR.DefaultHttpClient(signalR.NullLogger.instance);
+  const inner = client._httpClient;
+  if (!inner || !("_jar" in inner) || typeof fetch !== "function") {
+    throw new Error("cannot disable the SignalR client's cookie jar (client internals changed)");
+  }
+  inner._jar = undefined;
+  inner._fetchType = fetch.bind(globalThis);
+  return client;
+}
+
 async function runClient(i) {
   const out = { backends: [], errors: 0, notFound: 0, details: [] };
   const fail = (where, e) => {
@@ -48,8 +66,10 @@ async function runClient(i) {
     if (is404(e)) out.notFound += 1;
     if (out.details.length < 3) out.details.push(`${where}: ${e && e.message ? e.message : e}`);
   };
+  const options = { transport };
+  if (!cookies) options.httpClient = noCookieClient();
   const conn = new signalR.HubConnectionBuilder()
-    .withUrl(`${config.url}/hub`, { transport })
+    .withUrl(`${config.url}/hub`, options)
     .configureLogging(signalR.LogLevel.None)
     .build();
   let closedWith = null;

@@ -15,6 +15,8 @@
 //   ca          PEM text trusted for https/wss (optional)
 //   insecure    true: do not verify the certificate
 //   timeoutMs   overall deadline (default 40000)
+//   cookies     false: no cookie jar (native and Node.js clients keep no
+//               cookies by default); default true
 //
 // Prints ONE JSON line on stdout:
 //   { clients: [{ hello, backends, errors, sessionUnknown, upgraded,
@@ -33,6 +35,7 @@ const nClients = config.clients ?? 200;
 const nEchoes = config.echoes ?? 10;
 const transports = config.transports || ["polling", "websocket"];
 const timeoutMs = config.timeoutMs ?? 40000;
+const cookies = config.cookies ?? true;
 const wantUpgrade = transports.includes("websocket") && transports[0] === "polling";
 
 if (urls.length === 0) {
@@ -124,7 +127,7 @@ async function main() {
         upgrade: wantUpgrade,
         forceNew: true, // one Manager (and one engine + cookie jar) per client
         reconnection: false, // an error is final: count it, do not hide it
-        withCredentials: true, // engine.io-client's node CookieJar
+        withCredentials: cookies, // engine.io-client's node CookieJar (or none)
         agent,
         timeout: 20000,
         ...tlsOpts,

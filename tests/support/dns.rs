@@ -233,16 +233,22 @@ fn set_mode(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// A port free on 127.0.0.1 for both UDP and TCP a moment ago.
+/// A port free on 127.0.0.1 for both UDP and TCP a moment ago, below
+/// Linux's ephemeral range (32768-60999): a test kills and restarts dnsmasq
+/// on the same port, and a port inside that range can meanwhile become the
+/// source port of some other socket on this busy machine (seen: "Address
+/// already in use" on restart). Ports below it are only taken on purpose.
 fn free_udp_tcp_port() -> u16 {
-    for _ in 0..20 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1:0");
-        let port = udp.local_addr().expect("local_addr").port();
+    for _ in 0..200 {
+        let port = rand::random_range(20_000..32_000u16);
+        let Ok(_udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no port free for both UDP and TCP on 127.0.0.1");
+    panic!("no port free for both UDP and TCP on 127.0.0.1 in 20000-32000");
 }
 
 /// Mock backends on `127.0.0.<first>`, `127.0.0.<first+1>`, …, one port.
