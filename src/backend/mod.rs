@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
+pub mod admission;
 mod condition;
 pub mod conn;
 mod pool;
@@ -55,6 +56,9 @@ pub struct Server {
     closed: CancellationToken,
     /// Keep-alive connections to this server, waiting for a request.
     pub idle: conn::Idle,
+    /// The `max_upgrades_per_sec` bucket and upgrade counts; here, not in
+    /// the routing table, so a reload does not refill it.
+    pub upgrades: admission::UpgradeGate,
 }
 
 impl Server {
@@ -80,6 +84,7 @@ impl Server {
             draining: AtomicBool::new(false),
             closed: CancellationToken::new(),
             idle: conn::Idle::default(),
+            upgrades: admission::UpgradeGate::default(),
         }
     }
 
@@ -135,6 +140,8 @@ pub struct Backend {
     pub backup: bool,
     /// The DNS name it was discovered under; `None` when listed in `servers`.
     pub origin: Option<Arc<str>>,
+    /// `max_upgrades_per_sec`: the bucket's shape; `None` = no cap.
+    pub upgrade_rate: Option<admission::Rate>,
 }
 
 impl Deref for Backend {
@@ -169,6 +176,7 @@ impl Backend {
             max_conns: cfg.max_conns,
             backup: cfg.backup,
             origin: cfg.origin.clone(),
+            upgrade_rate: cfg.max_upgrades_per_sec.map(admission::Rate::per_sec),
         }
     }
 
@@ -191,6 +199,26 @@ impl Backend {
     /// At `max_conns`: takes nothing new.
     pub fn is_full(&self) -> bool {
         self.max_conns.is_some_and(|m| self.load() >= m)
+    }
+
+    /// Whether an upgrade arriving at `now` ([`admission::now_ns`]) would get
+    /// a token here (none is taken).
+    pub fn upgrade_room(&self, now: u64) -> bool {
+        self.upgrade_rate
+            .is_none_or(|r| self.server.upgrades.has_room(r, now))
+    }
+
+    /// Takes an upgrade token at `now` (always, with no cap), counting the
+    /// upgrade as admitted; `false` counts it as deferred.
+    pub fn admit_upgrade(&self, now: u64) -> bool {
+        let gate = &self.server.upgrades;
+        match self.upgrade_rate {
+            None => {
+                gate.admit();
+                true
+            }
+            Some(r) => gate.try_take(r, now),
+        }
     }
 
     /// Counts one request in flight until the guard is dropped.

@@ -57,6 +57,8 @@ pub(super) fn registry(
     let up = Family::<ServerLabels, Gauge>::default();
     let weight = Family::<ServerLabels, Gauge>::default();
     let total = Family::<ServerLabels, Counter>::default();
+    let admitted = Family::<ServerLabels, Counter>::default();
+    let deferred = Family::<ServerLabels, Counter>::default();
     let states = Family::<StateLabels, Gauge>::default();
 
     let count = |upstream: &str, b: &Server| {
@@ -67,6 +69,12 @@ pub(super) fn registry(
         active.get_or_create(&labels).inc_by(gauge(b.active()));
         tunnels.get_or_create(&labels).inc_by(gauge(b.tunnels()));
         total.get_or_create(&labels).inc_by(b.total());
+        admitted
+            .get_or_create(&labels)
+            .inc_by(b.upgrades.admitted());
+        deferred
+            .get_or_create(&labels)
+            .inc_by(b.upgrades.deferred());
         let state = server_state(b);
         states
             .get_or_create(&StateLabels {
@@ -125,6 +133,16 @@ pub(super) fn registry(
         "latch_server_requests",
         "Requests ever sent to the server",
         total,
+    );
+    r.register(
+        "latch_server_upgrades_admitted",
+        "WebSocket upgrades placed on the server (within max_upgrades_per_sec)",
+        admitted,
+    );
+    r.register(
+        "latch_server_upgrades_deferred",
+        "WebSocket upgrades turned away from the server for want of a max_upgrades_per_sec token (placed elsewhere or answered 503)",
+        deferred,
     );
     r.register(
         "latch_upstream_servers",

@@ -36,13 +36,20 @@ pub enum ProxyError {
     ClientTimeout(Duration),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// An upgrade found every server it could use out of upgrade tokens
+    /// (`max_upgrades_per_sec`); the client is asked to come back after a
+    /// jittered delay, so a storm spreads out.
+    #[error("{why}; upgrade deferred, Retry-After {retry_after}")]
+    UpgradeThrottled { why: String, retry_after: u32 },
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackend(_) | ProxyError::UpgradeThrottled { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect(..)
             | ProxyError::BadResponse(..)
             | ProxyError::InvalidHeader(..) => StatusCode::BAD_GATEWAY,
@@ -69,7 +76,9 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let ProxyError::UpgradeThrottled { retry_after, .. } = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp

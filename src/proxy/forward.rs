@@ -32,7 +32,7 @@ use super::error::{Condition, ProxyError};
 use super::{ConnInfo, Routing, Shared, Upstream, headers, host, select, tunnel};
 use crate::backend::conn::{self, Conn, Head, OutBody, SendError, Streaming, Upgraded};
 use crate::backend::{Active, Backend};
-use crate::balance::{Placed, RequestKey, Tried};
+use crate::balance::{self, Placed, RequestKey, Tried};
 use crate::config::{AccessLog, RetryConfig, ServerSettings};
 use crate::http1::OnUpgrade;
 use crate::proxy_protocol::Addrs;
@@ -109,13 +109,17 @@ pub(super) async fn forward(
         crate::path::origin_form(&parts.uri, normal.as_deref()).map_err(ProxyError::BadRequest)?;
     // The key borrows its path and query; a clone shares the bytes.
     let uri = target.clone();
-    let key = select::request_key(
+    let mut key = select::request_key(
         &upstream,
         &mut parts.headers,
         conn.peer.ip(),
         uri.path(),
         uri.query(),
     );
+    if upgrade.is_some() {
+        // Upgrades are admitted by `max_upgrades_per_sec`, judged now.
+        key.upgrade = Some(crate::backend::admission::now_ns());
+    }
     let attempt = Attempts {
         shared,
         settings: &routing.server,
@@ -127,6 +131,24 @@ pub(super) async fn forward(
         id,
     };
     attempt.run(&key, body).await
+}
+
+/// Seconds a throttled upgrade is told to wait (`Retry-After`), drawn
+/// uniformly so that a storm's refused clients come back spread out.
+const UPGRADE_RETRY_AFTER: std::ops::RangeInclusive<u32> = 1..=5;
+
+/// The 503 for a request no server could take: for an upgrade turned away by
+/// `max_upgrades_per_sec`, with a jittered `Retry-After`.
+fn no_backend(up: &Upstream, key: &RequestKey<'_>, tried: &Tried, why: String) -> ProxyError {
+    match key.upgrade {
+        Some(now) if balance::upgrade_throttled(&up.backends, tried, now) => {
+            ProxyError::UpgradeThrottled {
+                why,
+                retry_after: rand::random_range(UPGRADE_RETRY_AFTER),
+            }
+        }
+        _ => ProxyError::NoBackend(why),
+    }
 }
 
 /// One request's attempts.
@@ -176,7 +198,7 @@ impl Attempts<'_> {
                     return match last {
                         Some(Ok(answer)) => self.finish(answer, tried.len()),
                         Some(Err(prev)) => Err(prev),
-                        None => Err(ProxyError::NoBackend(why)),
+                        None => Err(no_backend(up, key, &tried, why)),
                     };
                 }
             };

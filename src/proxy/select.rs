@@ -92,6 +92,7 @@ pub fn request_key<'a>(
         path,
         hash,
         pin,
+        upgrade: None,
     }
 }
 
