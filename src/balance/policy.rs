@@ -192,6 +192,8 @@ impl Policy {
         key: &RequestKey<'_>,
         tried: &Tried,
     ) -> Result<Placed, String> {
+        // Servers skipped for want of an upgrade token, each counted once.
+        let throttled = RefCell::new(Tried::default());
         let repin = match key.pin {
             Pin::Absent => None,
             Pin::Invalid => Some(Repin::Invalid),
@@ -202,6 +204,7 @@ impl Policy {
                 Some(b) if b.is_full() => Some(Repin::Full),
                 Some(b) if key.upgrade.is_some_and(|now| !b.admit_upgrade(now)) => {
                     b.upgrades.defer();
+                    throttled.borrow_mut().push(i);
                     Some(Repin::Throttled)
                 }
                 Some(b) => match b.try_start_request() {
@@ -216,7 +219,7 @@ impl Policy {
                 },
             },
         };
-        let (index, active) = self.choose(upstream, backends, key, tried)?;
+        let (index, active) = self.choose(upstream, backends, key, tried, &throttled)?;
         let how = match (repin, &self.placement) {
             (Some(why), _) => How::Repinned(why),
             (None, Placement::Ring(_)) => How::Hash,
@@ -233,10 +236,9 @@ impl Policy {
         backends: &[Arc<Backend>],
         key: &RequestKey<'_>,
         tried: &Tried,
+        throttled: &RefCell<Tried>,
     ) -> Result<(usize, Active), String> {
-        // Servers skipped for want of an upgrade token, each counted once.
-        let throttled = RefCell::new(Tried::default());
-        if let Some(found) = self.tiers(backends, key, tried, true, &throttled) {
+        if let Some(found) = self.tiers(backends, key, tried, true, throttled) {
             self.all_down_logged.store(false, Ordering::Relaxed);
             return Ok(found);
         }
@@ -248,7 +250,7 @@ impl Policy {
                     "every server is down; serving through them anyway (all_down = \"serve\")"
                 );
             }
-            if let Some(found) = self.tiers(backends, key, tried, false, &throttled) {
+            if let Some(found) = self.tiers(backends, key, tried, false, throttled) {
                 return Ok(found);
             }
         }
