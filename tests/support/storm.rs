@@ -5,6 +5,10 @@
 //! [`StormBackend::restart`] is what a process restart looks like from the
 //! outside: the listener and every connection close at once, then the same
 //! address listens again.
+//!
+//! Backends run on a runtime of their own (see [`backend_runtime`]), so the
+//! thousands of client tasks of the test do not delay their accepts: an
+//! accept is timestamped as soon as the kernel hands it over.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,31 +32,47 @@ struct Seen {
     open: AtomicUsize,
 }
 
+/// A one-thread runtime for the backends, apart from the test's clients.
+pub fn backend_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("storm-backend")
+        .enable_all()
+        .build()
+        .expect("backend runtime")
+}
+
 pub struct StormBackend {
     pub addr: SocketAddr,
+    rt: tokio::runtime::Handle,
     seen: Arc<Seen>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
 impl StormBackend {
-    pub async fn spawn() -> StormBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
+    /// A backend on `rt` (from [`backend_runtime`]), on 127.0.0.1:0.
+    pub async fn spawn(rt: tokio::runtime::Handle) -> StormBackend {
         let mut b = StormBackend {
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            rt,
             seen: Arc::default(),
             stop: CancellationToken::new(),
             task: None,
         };
-        b.serve(listener);
+        b.serve().await;
         b
     }
 
-    fn serve(&mut self, listener: TcpListener) {
+    /// Listens on `self.addr` (the port it got the first time) and serves.
+    async fn serve(&mut self) {
         let seen = self.seen.clone();
         let stop = self.stop.clone();
-        self.task = Some(tokio::spawn(async move {
+        let (ready, bound) = tokio::sync::oneshot::channel();
+        let addr = self.addr;
+        let task = self.rt.spawn(async move {
+            let listener = TcpListener::bind(addr).await.expect("bind");
+            let _ = ready.send(listener.local_addr().expect("local addr"));
             loop {
                 let stream = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -61,12 +81,14 @@ impl StormBackend {
                         Err(_) => continue,
                     },
                 };
+                // Every connection latch opens is one admitted upgrade.
+                let at = Instant::now();
                 let (seen, stop) = (seen.clone(), stop.clone());
                 tokio::spawn(async move {
                     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
                         return;
                     };
-                    seen.accepts.lock().unwrap().push(Instant::now());
+                    seen.accepts.lock().unwrap().push(at);
                     seen.open.fetch_add(1, Ordering::SeqCst);
                     loop {
                         tokio::select! {
@@ -86,7 +108,11 @@ impl StormBackend {
                     // Dropping `ws` closes the socket with no close frame.
                 });
             }
-        }));
+        });
+        self.task = Some(task);
+        self.addr = within("the backend to listen", bound)
+            .await
+            .expect("the backend bound its port");
     }
 
     /// WebSockets open now.
@@ -94,7 +120,7 @@ impl StormBackend {
         self.seen.open.load(Ordering::SeqCst)
     }
 
-    /// Handshake completion times so far.
+    /// When each connection that became a WebSocket was accepted.
     pub fn accepts(&self) -> Vec<Instant> {
         self.seen.accepts.lock().unwrap().clone()
     }
@@ -114,8 +140,7 @@ impl StormBackend {
         })
         .await;
         self.stop = CancellationToken::new();
-        let listener = TcpListener::bind(self.addr).await.expect("bind again");
-        self.serve(listener);
+        self.serve().await;
     }
 }
 
