@@ -123,14 +123,12 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     let storm_on_a: Vec<Instant> = a.accepts()[before_restart..].to_vec();
 
     // Under the cap from the first second. latch takes tokens at the cap
-    // exactly (tests in src/backend/admission.rs); the backend, measured
-    // here, sees them later by a varying delay: on this shared 2-core
-    // machine, with 5,000 clients in this process, some accepts are late by
-    // up to ~0.6 s and then bunch together. So any one second may hold the
-    // burst, a second's rate, and up to LATE of rate that was due before.
-    // Without the cap A takes all 2,500 in well under a second. The whole
-    // storm, being long, keeps to the cap's average.
-    const LATE: Duration = Duration::from_secs(1);
+    // exactly (unit tests in src/backend/admission.rs); the backend, measured
+    // here, sees each connection a little later, by a delay that varies with
+    // the load of this shared machine. So any one second may hold the burst,
+    // a second's rate, and up to LATE of rate that was due just before.
+    // Without the cap, A takes its 2,500 clients back in well under a second.
+    const LATE: Duration = Duration::from_millis(250);
     let windows = per_window(&storm_on_a, t0, WINDOW, took.as_millis() as usize / 100 + 1);
     let b_windows = per_window(&b.accepts(), t0, WINDOW, windows.len());
     let per_second = max_in_span(&storm_on_a, Duration::from_secs(1));
@@ -200,6 +198,7 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
         c.await.expect("a client failed");
     }
     latch.terminate().await;
-    drop((a, b));
+    a.stop().await;
+    b.stop().await;
     rt.shutdown_background();
 }
