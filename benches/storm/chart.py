@@ -23,7 +23,7 @@ def main():
     burst = rate / 10
     w, h, left, right, top, bottom = 760, 320, 56, 16, 28, 44
     xmax = rows[-1][0] + 100
-    ymax = max(max(r[1] for r in rows), max(r[2] for r in rows), cap + burst) * 1.1
+    ymax = max(max(r[1] for r in rows), max(r[2] for r in rows), cap + burst) * 1.2
     def x(ms):
         return left + (w - left - right) * ms / xmax
     def y(v):
@@ -48,6 +48,11 @@ def main():
                f'stroke="#c00" stroke-dasharray="6,4"/>')
     out.append(f'<text x="{w - right}" y="{y(cap) - 4:.1f}" text-anchor="end" fill="#c00">'
                f'cap: {cap:.0f} per 100 ms</text>')
+    # The most one window can hold: a full bucket (burst) plus the window's rate.
+    out.append(f'<line x1="{left}" x2="{w - right}" y1="{y(cap + burst):.1f}" y2="{y(cap + burst):.1f}" '
+               f'stroke="#e80" stroke-dasharray="2,3"/>')
+    out.append(f'<text x="{w - right}" y="{y(cap + burst) - 4:.1f}" text-anchor="end" fill="#e80">'
+               f'burst {burst:.0f} + {cap:.0f}: the most in any 100 ms</text>')
     for col, colour, name in ((1, "#1f77b4", "restarted backend"), (2, "#999", "other backend")):
         pts = " ".join(f"{x(ms):.1f},{y(r[col]):.1f}" for r in rows for ms in (r[0], r[0] + 100))
         out.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
