@@ -38,7 +38,12 @@ const WINDOW: Duration = Duration::from_millis(100);
 fn storm_config(listener: u16, admin: u16, a: SocketAddr, b: SocketAddr) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/storm.toml");
     let text = std::fs::read_to_string(&path).expect("read conf/storm.toml");
-    for addr in ["127.0.0.1:8080", "127.0.0.1:9090", "127.0.0.1:9001", "127.0.0.1:9002"] {
+    for addr in [
+        "127.0.0.1:8080",
+        "127.0.0.1:9090",
+        "127.0.0.1:9001",
+        "127.0.0.1:9002",
+    ] {
         assert!(text.contains(addr), "conf/storm.toml lost {addr}");
     }
     text.replace("127.0.0.1:8080", &format!("127.0.0.1:{listener}"))
@@ -76,7 +81,10 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     let status = status_json(admin).await;
     let servers = &status["upstreams"][0]["servers"];
     assert_eq!(servers[0]["max_upgrades_per_sec"], RATE, "{status}");
-    assert_eq!(servers[0]["upgrade_tokens"], BURST, "a full bucket: {status}");
+    assert_eq!(
+        servers[0]["upgrade_tokens"], BURST,
+        "a full bucket: {status}"
+    );
 
     // 5,000 clients connect; they are themselves a storm, spread by the caps.
     let t_start = Instant::now();
@@ -96,9 +104,11 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     let all_connected = |a: &StormBackend, b: &StormBackend| {
         stats.connected.load(Ordering::SeqCst) == CLIENTS && a.open() + b.open() == CLIENTS
     };
-    wait_until("5,000 WebSockets to connect", Duration::from_secs(120), || {
-        all_connected(&a, &b)
-    })
+    wait_until(
+        "5,000 WebSockets to connect",
+        Duration::from_secs(120),
+        || all_connected(&a, &b),
+    )
     .await;
     println!("storm: 5,000 connected at {:?}", t_start.elapsed());
     let on_a = a.open();
@@ -115,9 +125,11 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     let before_restart = a.accepts().len();
     a.restart().await;
     println!("storm: A restarted in {:?}", t0.elapsed());
-    wait_until("every client to reconnect", Duration::from_secs(120), || {
-        all_connected(&a, &b)
-    })
+    wait_until(
+        "every client to reconnect",
+        Duration::from_secs(120),
+        || all_connected(&a, &b),
+    )
     .await;
     let took = t0.elapsed();
     let storm_on_a: Vec<Instant> = a.accepts()[before_restart..].to_vec();
@@ -133,7 +145,10 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     let b_windows = per_window(&b.accepts(), t0, WINDOW, windows.len());
     let per_second = max_in_span(&storm_on_a, Duration::from_secs(1));
     let per_window_max = windows.iter().copied().max().unwrap_or(0);
-    let last = storm_on_a.iter().max().map_or(Duration::ZERO, |t| t.duration_since(t0));
+    let last = storm_on_a
+        .iter()
+        .max()
+        .map_or(Duration::ZERO, |t| t.duration_since(t0));
     println!(
         "storm: {on_a} clients of A reconnected in {took:?}; A took {} of them, at most {per_second} in any second, {per_window_max} in any 100 ms",
         storm_on_a.len()
@@ -157,7 +172,10 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
         "latch_server_upgrades_deferred_total{upstream=\"chat\",server=\"chat-1\"}",
     )
     .await;
-    assert!(deferred > deferred_before, "A deferred nothing in the storm");
+    assert!(
+        deferred > deferred_before,
+        "A deferred nothing in the storm"
+    );
     assert!(
         b_windows.iter().sum::<usize>() > 0,
         "no reconnect went to the other server: {b_windows:?}"
@@ -171,7 +189,10 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     let mut distinct = waits.clone();
     distinct.sort();
     distinct.dedup();
-    assert!(distinct.len() >= 3, "Retry-After is not jittered: {distinct:?}");
+    assert!(
+        distinct.len() >= 3,
+        "Retry-After is not jittered: {distinct:?}"
+    );
     let admitted = metric(
         admin,
         "latch_server_upgrades_admitted_total{upstream=\"chat\",server=\"chat-1\"}",
@@ -180,7 +201,10 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     // Every WebSocket A took was admitted; a token taken for a connect that
     // A refused while restarting is spent all the same.
     let took_a = a.accepts().len();
-    assert!(admitted as usize >= took_a, "admitted {admitted}, A took {took_a}");
+    assert!(
+        admitted as usize >= took_a,
+        "admitted {admitted}, A took {took_a}"
+    );
 
     // The curve, for benches/storm/chart.py.
     let out = target_dir().join("storm");
@@ -201,4 +225,66 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     a.stop().await;
     b.stop().await;
     rt.shutdown_background();
+}
+
+/// One server capped at 1 upgrade a second (burst 1), in process: a second
+/// upgrade within the second gets 503 with `Retry-After` in 1–5 s; plain
+/// requests pass whatever the bucket holds; and a reload does not refill
+/// the bucket, because it lives with the server, not the routing table.
+#[tokio::test]
+async fn over_the_cap_is_503_plain_requests_pass_and_a_reload_keeps_the_bucket() {
+    let backend = support::spawn_backend("a").await;
+    let toml = |rate: u32| {
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n[upstream.app]\n\
+             servers = [{{ addr = \"{}\", max_upgrades_per_sec = {rate} }}]\n",
+            backend.addr
+        )
+    };
+    let lb = support::spawn_lb(&toml(1)).await;
+    let first = Instant::now();
+    let (_ws, resp) = support::ws_connect(lb.addr(), "/ws").await;
+    assert_eq!(resp.status(), 101);
+
+    // Upgrades tried now, counting those admitted.
+    async fn burst(lb: SocketAddr, tries: usize) -> usize {
+        let mut admitted = 0;
+        for _ in 0..tries {
+            match support::try_ws_connect(lb, "/ws").await {
+                Ok(_) => admitted += 1,
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                    assert_eq!(r.status(), 503);
+                    let secs: u64 = r.headers()["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    assert!((1..=5).contains(&secs), "Retry-After {secs}");
+                }
+                Err(e) => panic!("upgrade failed: {e}"),
+            }
+        }
+        admitted
+    }
+    let mut admitted = 1 + burst(lb.addr(), 5).await;
+    for _ in 0..5 {
+        let (status, _, _) = support::http_get(lb.addr(), "localhost", "/name").await;
+        assert_eq!(status, 200, "a plain request is never throttled");
+    }
+    // The same server after a reload (a new rate, even): the bucket is as it
+    // was, not full again.
+    lb.handle
+        .reload(latch::Config::parse(&toml(1), std::path::Path::new("test.toml")).unwrap())
+        .expect("reload");
+    admitted += burst(lb.addr(), 5).await;
+    // At 1/s with a burst of 1, the span since the first upgrade allows
+    // 1 + its whole seconds; a refilled bucket would have let one more in.
+    let allowed = 1 + first.elapsed().as_secs() as usize;
+    assert!(
+        admitted <= allowed,
+        "{admitted} upgrades admitted, {allowed} allowed"
+    );
+    let b = &support::lb_backends(&lb)[0];
+    assert_eq!(b.upgrades.admitted() as usize, admitted);
+    assert!(b.upgrades.deferred() as usize >= 10 - (admitted - 1));
 }

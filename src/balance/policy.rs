@@ -254,7 +254,12 @@ impl Policy {
                 return Ok(found);
             }
         }
-        Err(why_none(upstream, backends, tried, throttled.borrow().len()))
+        Err(why_none(
+            upstream,
+            backends,
+            tried,
+            throttled.borrow().len(),
+        ))
     }
 
     /// Primaries first, then backups; a backend that fills up between being
@@ -345,7 +350,9 @@ fn why_none(upstream: &str, backends: &[Arc<Backend>], tried: &Tried, throttled:
         tried.len()
     );
     if throttled > 0 {
-        why.push_str(&format!(", {throttled} out of upgrade tokens (max_upgrades_per_sec)"));
+        why.push_str(&format!(
+            ", {throttled} out of upgrade tokens (max_upgrades_per_sec)"
+        ));
     }
     why
 }
@@ -478,13 +485,23 @@ mod tests {
         let mut on = [0usize; 2];
         for _ in 0..3 {
             let placed = p
-                .place("u", &backends, &upgrade(Pin::Absent, now), &Tried::default())
+                .place(
+                    "u",
+                    &backends,
+                    &upgrade(Pin::Absent, now),
+                    &Tried::default(),
+                )
                 .unwrap();
             on[placed.index] += 1;
         }
         assert_eq!(on, [1, 2], "each server's burst, no more");
         let why = p
-            .place("u", &backends, &upgrade(Pin::Absent, now), &Tried::default())
+            .place(
+                "u",
+                &backends,
+                &upgrade(Pin::Absent, now),
+                &Tried::default(),
+            )
             .unwrap_err();
         assert!(why.contains("2 out of upgrade tokens"), "{why}");
         assert!(upgrade_throttled(&backends, &Tried::default(), now));
@@ -496,10 +513,21 @@ mod tests {
         // 100 ms later server 0 has one token again.
         let later = now + 100_000_000;
         let placed = p
-            .place("u", &backends, &upgrade(Pin::To(1), later), &Tried::default())
+            .place(
+                "u",
+                &backends,
+                &upgrade(Pin::To(1), later),
+                &Tried::default(),
+            )
             .unwrap();
         assert_eq!(placed.index, 1, "server 1 refilled two tokens in 100 ms");
-        assert_eq!((backends[0].upgrades.admitted(), backends[1].upgrades.admitted()), (1, 3));
+        assert_eq!(
+            (
+                backends[0].upgrades.admitted(),
+                backends[1].upgrades.admitted()
+            ),
+            (1, 3)
+        );
         assert!(backends[0].upgrades.deferred() >= 1);
         assert!(backends[1].upgrades.deferred() >= 1);
     }
@@ -519,8 +547,14 @@ mod tests {
         let second = p
             .place("u", &backends, &upgrade(Pin::To(0), now), &Tried::default())
             .unwrap();
-        assert_eq!((second.index, second.how), (1, How::Repinned(Repin::Throttled)));
-        assert_eq!(How::Repinned(Repin::Throttled).as_str(), "repinned:throttled");
+        assert_eq!(
+            (second.index, second.how),
+            (1, How::Repinned(Repin::Throttled))
+        );
+        assert_eq!(
+            How::Repinned(Repin::Throttled).as_str(),
+            "repinned:throttled"
+        );
         // The uncapped server always admits, and counts what it admitted.
         assert_eq!(backends[1].upgrades.admitted(), 1);
         assert_eq!(backends[0].upgrades.deferred(), 1);

@@ -135,10 +135,13 @@ impl StormBackend {
             // Wakes the accept thread, which sees the stop and returns,
             // closing the listener.
             let _ = std::net::TcpStream::connect(self.addr);
-            within("the accept thread to end", tokio::task::spawn_blocking(move || t.join()))
-                .await
-                .expect("join")
-                .expect("the accept thread");
+            within(
+                "the accept thread to end",
+                tokio::task::spawn_blocking(move || t.join()),
+            )
+            .await
+            .expect("join")
+            .expect("the accept thread");
         }
     }
 
@@ -228,7 +231,12 @@ pub async fn reconnecting_client(
 }
 
 /// Accepts per `window` from `start`, for `windows` windows.
-pub fn per_window(accepts: &[Instant], start: Instant, window: Duration, windows: usize) -> Vec<usize> {
+pub fn per_window(
+    accepts: &[Instant],
+    start: Instant,
+    window: Duration,
+    windows: usize,
+) -> Vec<usize> {
     let mut counts = vec![0; windows];
     for t in accepts.iter().filter(|t| **t >= start) {
         let i = (t.duration_since(start).as_nanos() / window.as_nanos()) as usize;
