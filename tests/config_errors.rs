@@ -482,6 +482,13 @@ fn hash_keys_limits_and_backups_are_checked() {
         "at least 1",
     );
     assert_err(
+        &upstream_with(", max_upgrades_per_sec = 0", ""),
+        5,
+        59,
+        "upstream.app.servers[0].max_upgrades_per_sec",
+        "at least 1",
+    );
+    assert_err(
         &upstream_with(", backup = true", ""),
         5,
         11,

@@ -92,6 +92,13 @@ pub struct ServerView {
     pub weight: u32,
     pub backup: bool,
     pub max_conns: Option<usize>,
+    /// `max_upgrades_per_sec`; `None` = no cap.
+    pub max_upgrades_per_sec: Option<u32>,
+    /// Upgrade tokens in the bucket now (its burst when full); `None` = no cap.
+    pub upgrade_tokens: Option<u64>,
+    /// Upgrades placed on the server, and turned away for want of a token.
+    pub upgrades_admitted: u64,
+    pub upgrades_deferred: u64,
     /// `static` (listed in `servers`) or `dns:NAME` (found by discovery).
     pub origin: String,
     /// One of [`crate::metrics::STATES`].
@@ -172,6 +179,11 @@ impl ServerView {
         if let Some(name) = &b.origin {
             view.origin = format!("dns:{name}");
         }
+        if let Some(rate) = b.upgrade_rate {
+            view.max_upgrades_per_sec = Some(rate.per_second());
+            let now = crate::backend::admission::now_ns();
+            view.upgrade_tokens = Some(b.upgrades.tokens(rate, now));
+        }
         view
     }
 
@@ -191,6 +203,10 @@ impl ServerView {
             weight,
             backup,
             max_conns,
+            max_upgrades_per_sec: None,
+            upgrade_tokens: None,
+            upgrades_admitted: b.upgrades.admitted(),
+            upgrades_deferred: b.upgrades.deferred(),
             origin: "static".to_string(),
             state: server_state(b),
             active: b.active(),

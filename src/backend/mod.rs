@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
+pub mod admission;
 mod condition;
 pub mod conn;
 mod pool;
@@ -65,6 +66,9 @@ pub struct Server {
     /// that no report counts yet (so the dispatcher does not send every
     /// client to one server between two polls).
     pending: AtomicU64,
+    /// The `max_upgrades_per_sec` bucket and upgrade counts; here, not in
+    /// the routing table, so a reload does not refill it.
+    pub upgrades: admission::UpgradeGate,
 }
 
 impl Server {
@@ -93,6 +97,7 @@ impl Server {
             reported: Reported::default(),
             dispatched: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            upgrades: admission::UpgradeGate::default(),
         }
     }
 
@@ -186,6 +191,8 @@ pub struct Backend {
     pub origin: Option<Arc<str>>,
     /// `"host:port"` addresses the dispatcher hands out; empty = `addr`.
     pub advertise: Vec<String>,
+    /// `max_upgrades_per_sec`: the bucket's shape; `None` = no cap.
+    pub upgrade_rate: Option<admission::Rate>,
 }
 
 impl Deref for Backend {
@@ -221,6 +228,7 @@ impl Backend {
             backup: cfg.backup,
             origin: cfg.origin.clone(),
             advertise: cfg.advertise.clone(),
+            upgrade_rate: cfg.max_upgrades_per_sec.map(admission::Rate::per_sec),
         }
     }
 
@@ -243,6 +251,26 @@ impl Backend {
     /// At `max_conns`: takes nothing new.
     pub fn is_full(&self) -> bool {
         self.max_conns.is_some_and(|m| self.load() >= m)
+    }
+
+    /// Whether an upgrade arriving at `now` ([`admission::now_ns`]) would get
+    /// a token here (none is taken).
+    pub fn upgrade_room(&self, now: u64) -> bool {
+        self.upgrade_rate
+            .is_none_or(|r| self.server.upgrades.has_room(r, now))
+    }
+
+    /// Takes an upgrade token at `now` (always, with no cap), counting the
+    /// upgrade as admitted; `false` counts it as deferred.
+    pub fn admit_upgrade(&self, now: u64) -> bool {
+        let gate = &self.server.upgrades;
+        match self.upgrade_rate {
+            None => {
+                gate.admit();
+                true
+            }
+            Some(r) => gate.try_take(r, now),
+        }
     }
 
     /// Counts one request in flight until the guard is dropped.

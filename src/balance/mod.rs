@@ -23,7 +23,9 @@ use crate::config::Balance;
 pub use hash::hash64;
 pub use least_conn::LeastConn;
 pub use maglev::Maglev;
-pub use policy::{How, Pin, Placed, Placement, Policy, Repin, RequestKey, Tried};
+pub use policy::{
+    How, Pin, Placed, Placement, Policy, Repin, RequestKey, Tried, upgrade_throttled,
+};
 pub use random::PowerOfTwo;
 pub use round_robin::SmoothRoundRobin;
 

@@ -15,7 +15,13 @@
 //!    atomically, so two racing requests cannot push a backend over its limit.
 //! 4. When no server is up at all, `all_down` decides between placing on them
 //!    anyway (least bad) and refusing.
+//! 5. An upgrade (WebSocket) request also needs a token from the server's
+//!    `max_upgrades_per_sec` bucket: a server without one is skipped like a
+//!    full one (a pin to it is re-placed), and when no server has a token the
+//!    caller answers 503 with a jittered `Retry-After` ([`upgrade_throttled`]).
+//!    Plain requests never look at the buckets.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +49,9 @@ pub struct RequestKey<'a> {
     /// Hash of the configured key (ring placement only; 0 otherwise).
     pub hash: u64,
     pub pin: Pin,
+    /// `Some(now)` for an upgrade (WebSocket) request: the time, in ns of
+    /// [`crate::backend::admission::now_ns`], its admission is judged at.
+    pub upgrade: Option<u64>,
 }
 
 /// A sticky pin as the request carried it.
@@ -77,6 +86,8 @@ pub enum Repin {
     Down,
     Full,
     Tried,
+    /// An upgrade, and the server had no upgrade token.
+    Throttled,
 }
 
 impl How {
@@ -89,6 +100,7 @@ impl How {
             How::Repinned(Repin::Down) => "repinned:down",
             How::Repinned(Repin::Full) => "repinned:full",
             How::Repinned(Repin::Tried) => "repinned:tried",
+            How::Repinned(Repin::Throttled) => "repinned:throttled",
         }
     }
 }
@@ -180,6 +192,8 @@ impl Policy {
         key: &RequestKey<'_>,
         tried: &Tried,
     ) -> Result<Placed, String> {
+        // Servers skipped for want of an upgrade token, each counted once.
+        let throttled = RefCell::new(Tried::default());
         let repin = match key.pin {
             Pin::Absent => None,
             Pin::Invalid => Some(Repin::Invalid),
@@ -187,6 +201,12 @@ impl Policy {
                 None => Some(Repin::Invalid),
                 Some(_) if tried.contains(i) => Some(Repin::Tried),
                 Some(b) if !b.condition.usable() => Some(Repin::Down),
+                Some(b) if b.is_full() => Some(Repin::Full),
+                Some(b) if key.upgrade.is_some_and(|now| !b.admit_upgrade(now)) => {
+                    b.upgrades.defer();
+                    throttled.borrow_mut().push(i);
+                    Some(Repin::Throttled)
+                }
                 Some(b) => match b.try_start_request() {
                     Some(active) => {
                         return Ok(Placed {
@@ -199,7 +219,7 @@ impl Policy {
                 },
             },
         };
-        let (index, active) = self.choose(upstream, backends, key, tried)?;
+        let (index, active) = self.choose(upstream, backends, key, tried, &throttled)?;
         let how = match (repin, &self.placement) {
             (Some(why), _) => How::Repinned(why),
             (None, Placement::Ring(_)) => How::Hash,
@@ -216,8 +236,9 @@ impl Policy {
         backends: &[Arc<Backend>],
         key: &RequestKey<'_>,
         tried: &Tried,
+        throttled: &RefCell<Tried>,
     ) -> Result<(usize, Active), String> {
-        if let Some(found) = self.tiers(backends, key, tried, true) {
+        if let Some(found) = self.tiers(backends, key, tried, true, throttled) {
             self.all_down_logged.store(false, Ordering::Relaxed);
             return Ok(found);
         }
@@ -229,11 +250,16 @@ impl Policy {
                     "every server is down; serving through them anyway (all_down = \"serve\")"
                 );
             }
-            if let Some(found) = self.tiers(backends, key, tried, false) {
+            if let Some(found) = self.tiers(backends, key, tried, false, throttled) {
                 return Ok(found);
             }
         }
-        Err(why_none(upstream, backends, tried))
+        Err(why_none(
+            upstream,
+            backends,
+            tried,
+            throttled.borrow().len(),
+        ))
     }
 
     /// Primaries first, then backups; a backend that fills up between being
@@ -244,7 +270,15 @@ impl Policy {
         key: &RequestKey<'_>,
         tried: &Tried,
         healthy_only: bool,
+        throttled: &RefCell<Tried>,
     ) -> Option<(usize, Active)> {
+        let defer = |i: usize| {
+            let mut t = throttled.borrow_mut();
+            if !t.contains(i) {
+                t.push(i);
+                backends[i].upgrades.defer();
+            }
+        };
         let req = Request {
             client_ip: key.client_ip,
             path: key.path,
@@ -264,6 +298,13 @@ impl Policy {
                         && !tried.contains(i)
                         && !lost.contains(i)
                         && (!healthy_only || b.condition.usable())
+                        && key.upgrade.is_none_or(|now| {
+                            let room = b.upgrade_room(now);
+                            if !room {
+                                defer(i);
+                            }
+                            room
+                        })
                 };
                 let pick = match &self.placement {
                     Placement::Ring(table) => table.lookup(key.hash, &|i| {
@@ -272,6 +313,14 @@ impl Policy {
                     Placement::Balancer(b) => b.pick(backends, &req, &eligible),
                 };
                 let Some(i) = pick else { break };
+                // The token first: a racing upgrade may have taken the last.
+                if let Some(now) = key.upgrade
+                    && !backends[i].admit_upgrade(now)
+                {
+                    defer(i);
+                    lost.push(i);
+                    continue;
+                }
                 match backends[i].try_start_request() {
                     Some(active) => return Some((i, active)),
                     None => lost.push(i),
@@ -282,15 +331,30 @@ impl Policy {
     }
 }
 
+/// Whether an upgrade found no server because of `max_upgrades_per_sec`:
+/// some server it could have used (not tried, usable, not full) had no
+/// upgrade token at `now`. Asked only once placement failed.
+pub fn upgrade_throttled(backends: &[Arc<Backend>], tried: &Tried, now: u64) -> bool {
+    backends.iter().enumerate().any(|(i, b)| {
+        !tried.contains(i) && b.condition.usable() && !b.is_full() && !b.upgrade_room(now)
+    })
+}
+
 /// Why no backend could be chosen, for the log line that goes with the 503.
-fn why_none(upstream: &str, backends: &[Arc<Backend>], tried: &Tried) -> String {
+fn why_none(upstream: &str, backends: &[Arc<Backend>], tried: &Tried, throttled: usize) -> String {
     let full = backends.iter().filter(|b| b.is_full()).count();
     let down = backends.iter().filter(|b| !b.condition.usable()).count();
-    format!(
+    let mut why = format!(
         "{upstream}: of {} servers, {down} down, {full} at max_conns, {} already tried",
         backends.len(),
         tried.len()
-    )
+    );
+    if throttled > 0 {
+        why.push_str(&format!(
+            ", {throttled} out of upgrade tokens (max_upgrades_per_sec)"
+        ));
+    }
+    why
 }
 
 #[cfg(test)]
@@ -305,6 +369,7 @@ mod tests {
             path: "/",
             hash: 42,
             pin,
+            upgrade: None,
         }
     }
 
@@ -383,5 +448,115 @@ mod tests {
                 .unwrap();
             assert_eq!(b.index, a.index, "the same key lands on the same server");
         }
+    }
+
+    /// Backends capped at these upgrade rates (`None` = no cap).
+    fn capped(rates: &[Option<u32>]) -> Vec<Arc<Backend>> {
+        rates
+            .iter()
+            .enumerate()
+            .map(|(i, &rate)| {
+                let addr = format!("127.0.0.1:{}", 2000 + i).parse().unwrap();
+                let cfg = crate::config::ServerConfig {
+                    max_upgrades_per_sec: rate,
+                    ..crate::config::ServerConfig::new(addr, 1)
+                };
+                Arc::new(Backend::new(&cfg))
+            })
+            .collect()
+    }
+
+    fn upgrade(pin: Pin, now: u64) -> RequestKey<'static> {
+        RequestKey {
+            upgrade: Some(now),
+            ..key(pin)
+        }
+    }
+
+    #[test]
+    fn upgrades_over_the_rate_go_elsewhere_then_are_refused() {
+        // Server 0 takes 10/s (burst 1), server 1 takes 20/s (burst 2).
+        let backends = capped(&[Some(10), Some(20)]);
+        let p = Policy::new(
+            Placement::Balancer(Box::new(SmoothRoundRobin::new(backends.len()))),
+            AllDown::Reject,
+        );
+        let now = 7_000_000_000;
+        let mut on = [0usize; 2];
+        for _ in 0..3 {
+            let placed = p
+                .place(
+                    "u",
+                    &backends,
+                    &upgrade(Pin::Absent, now),
+                    &Tried::default(),
+                )
+                .unwrap();
+            on[placed.index] += 1;
+        }
+        assert_eq!(on, [1, 2], "each server's burst, no more");
+        let why = p
+            .place(
+                "u",
+                &backends,
+                &upgrade(Pin::Absent, now),
+                &Tried::default(),
+            )
+            .unwrap_err();
+        assert!(why.contains("2 out of upgrade tokens"), "{why}");
+        assert!(upgrade_throttled(&backends, &Tried::default(), now));
+        // Plain requests are not throttled.
+        for _ in 0..10 {
+            p.place("u", &backends, &key(Pin::Absent), &Tried::default())
+                .unwrap();
+        }
+        // 100 ms later server 0 has one token again.
+        let later = now + 100_000_000;
+        let placed = p
+            .place(
+                "u",
+                &backends,
+                &upgrade(Pin::To(1), later),
+                &Tried::default(),
+            )
+            .unwrap();
+        assert_eq!(placed.index, 1, "server 1 refilled two tokens in 100 ms");
+        assert_eq!(
+            (
+                backends[0].upgrades.admitted(),
+                backends[1].upgrades.admitted()
+            ),
+            (1, 3)
+        );
+        assert!(backends[0].upgrades.deferred() >= 1);
+        assert!(backends[1].upgrades.deferred() >= 1);
+    }
+
+    #[test]
+    fn a_pin_to_a_throttled_server_is_placed_anew() {
+        let backends = capped(&[Some(5), None]);
+        let p = Policy::new(
+            Placement::Balancer(Box::new(LeastConn::new())),
+            AllDown::Reject,
+        );
+        let now = 1_000_000_000;
+        let first = p
+            .place("u", &backends, &upgrade(Pin::To(0), now), &Tried::default())
+            .unwrap();
+        assert_eq!((first.index, first.how), (0, How::Pinned));
+        let second = p
+            .place("u", &backends, &upgrade(Pin::To(0), now), &Tried::default())
+            .unwrap();
+        assert_eq!(
+            (second.index, second.how),
+            (1, How::Repinned(Repin::Throttled))
+        );
+        assert_eq!(
+            How::Repinned(Repin::Throttled).as_str(),
+            "repinned:throttled"
+        );
+        // The uncapped server always admits, and counts what it admitted.
+        assert_eq!(backends[1].upgrades.admitted(), 1);
+        assert_eq!(backends[0].upgrades.deferred(), 1);
     }
 }

@@ -475,6 +475,8 @@ pub struct ServerEntry {
     pub id: Option<Spanned<String>>,
     /// Most requests + tunnels at once; unset = no limit.
     pub max_conns: Option<Spanned<usize>>,
+    /// Most WebSocket upgrades a second (burst: a tenth); unset = no cap.
+    pub max_upgrades_per_sec: Option<Spanned<u32>>,
     /// Takes traffic only while no primary server can.
     #[serde(default)]
     pub backup: bool,

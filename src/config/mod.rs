@@ -154,6 +154,9 @@ pub struct ServerConfig {
     /// Stable identity (cookie pins refer to it); the address unless given.
     pub id: String,
     pub max_conns: Option<usize>,
+    /// WebSocket upgrades a second the server takes (a token bucket with a
+    /// tenth of it as burst); unset = no cap.
+    pub max_upgrades_per_sec: Option<u32>,
     pub backup: bool,
     /// The DNS name it was found under; `None` for a server of `servers`.
     pub origin: Option<Arc<str>>,
@@ -169,6 +172,7 @@ impl ServerConfig {
             weight,
             id: addr.to_string(),
             max_conns: None,
+            max_upgrades_per_sec: None,
             backup: false,
             origin: None,
             advertise: Vec::new(),
@@ -440,11 +444,23 @@ impl Validator<'_> {
                 Some(m) => Some(*m.get_ref()),
                 None => None,
             };
+            let max_upgrades_per_sec = match &s.max_upgrades_per_sec {
+                Some(m) if *m.get_ref() == 0 => {
+                    return Err(self.err(
+                        m.span(),
+                        format!("{skey}.max_upgrades_per_sec"),
+                        "must be at least 1 (leave it out for no cap)",
+                    ));
+                }
+                Some(m) => Some(*m.get_ref()),
+                None => None,
+            };
             servers.push(ServerConfig {
                 addr,
                 weight,
                 id,
                 max_conns,
+                max_upgrades_per_sec,
                 backup: s.backup,
                 origin: None,
                 advertise: dispatch::advertise(self, &skey, &s.advertise)?,

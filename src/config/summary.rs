@@ -88,6 +88,9 @@ fn upstream(out: &mut String, config: &Config, name: &str, up: &UpstreamConfig) 
         if let Some(m) = s.max_conns {
             let _ = write!(line, " max_conns {m}");
         }
+        if let Some(r) = s.max_upgrades_per_sec {
+            let _ = write!(line, " max_upgrades_per_sec {r}");
+        }
         if s.backup {
             line.push_str(" backup");
         }

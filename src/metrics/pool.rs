@@ -59,6 +59,8 @@ pub(super) fn registry(
     let total = Family::<ServerLabels, Counter>::default();
     let dispatches = Family::<ServerLabels, Counter>::default();
     let reported = Family::<ServerLabels, Gauge>::default();
+    let admitted = Family::<ServerLabels, Counter>::default();
+    let deferred = Family::<ServerLabels, Counter>::default();
     let states = Family::<StateLabels, Gauge>::default();
 
     let count = |upstream: &str, b: &Server| {
@@ -75,6 +77,12 @@ pub(super) fn registry(
         if let Some(r) = b.reported.get(crate::backend::now_ms()) {
             reported.get_or_create(&labels).set(i64::from(r.load));
         }
+        admitted
+            .get_or_create(&labels)
+            .inc_by(b.upgrades.admitted());
+        deferred
+            .get_or_create(&labels)
+            .inc_by(b.upgrades.deferred());
         let state = server_state(b);
         states
             .get_or_create(&StateLabels {
@@ -143,6 +151,16 @@ pub(super) fn registry(
         "latch_server_reported_load",
         "Load the server reported itself, while the report is fresh",
         reported,
+    );
+    r.register(
+        "latch_server_upgrades_admitted",
+        "WebSocket upgrades placed on the server (within max_upgrades_per_sec)",
+        admitted,
+    );
+    r.register(
+        "latch_server_upgrades_deferred",
+        "WebSocket upgrades turned away from the server for want of a max_upgrades_per_sec token (placed elsewhere or answered 503)",
+        deferred,
     );
     r.register(
         "latch_upstream_servers",

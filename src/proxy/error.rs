@@ -39,15 +39,20 @@ pub enum ProxyError {
     /// A dispatch route found every server full or down.
     #[error("dispatch: every server of {upstream} is full or down")]
     Overloaded { upstream: String, retry_after: u64 },
+    /// An upgrade found every server it could use out of upgrade tokens
+    /// (`max_upgrades_per_sec`); the client is asked to come back after a
+    /// jittered delay, so a storm spreads out.
+    #[error("{why}; upgrade deferred, Retry-After {retry_after}")]
+    UpgradeThrottled { why: String, retry_after: u32 },
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend(_) | ProxyError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoBackend(_)
+            | ProxyError::Overloaded { .. }
+            | ProxyError::UpgradeThrottled { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(..)
             | ProxyError::BadResponse(..)
             | ProxyError::InvalidHeader(..) => StatusCode::BAD_GATEWAY,
@@ -81,7 +86,9 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let ProxyError::UpgradeThrottled { retry_after, .. } = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp

@@ -34,7 +34,7 @@ use crate::backend::conn::{
     self, Conn, Head, OutBody, RespFraming, SendError, Streaming, Upgraded,
 };
 use crate::backend::{Active, Backend};
-use crate::balance::{Placed, RequestKey, Tried};
+use crate::balance::{self, Placed, RequestKey, Tried};
 use crate::config::{AccessLog, RetryConfig, ServerSettings};
 use crate::http1::OnUpgrade;
 use crate::proxy_protocol::Addrs;
@@ -130,6 +130,10 @@ pub(super) async fn forward(
         key.pin = crate::balance::Pin::To(i);
         shared.metrics.session_id(&upstream.name, "pinned");
     }
+    if upgrade.is_some() {
+        // Upgrades are admitted by `max_upgrades_per_sec`, judged now.
+        key.upgrade = Some(crate::backend::admission::now_ns());
+    }
     let attempt = Attempts {
         shared,
         settings: &routing.server,
@@ -142,6 +146,24 @@ pub(super) async fn forward(
         id,
     };
     attempt.run(&key, body).await
+}
+
+/// Seconds a throttled upgrade is told to wait (`Retry-After`), drawn
+/// uniformly so that a storm's refused clients come back spread out.
+const UPGRADE_RETRY_AFTER: std::ops::RangeInclusive<u32> = 1..=5;
+
+/// The 503 for a request no server could take: for an upgrade turned away by
+/// `max_upgrades_per_sec`, with a jittered `Retry-After`.
+fn no_backend(up: &Upstream, key: &RequestKey<'_>, tried: &Tried, why: String) -> ProxyError {
+    match key.upgrade {
+        Some(now) if balance::upgrade_throttled(&up.backends, tried, now) => {
+            ProxyError::UpgradeThrottled {
+                why,
+                retry_after: rand::random_range(UPGRADE_RETRY_AFTER),
+            }
+        }
+        _ => ProxyError::NoBackend(why),
+    }
 }
 
 /// One request's attempts.
@@ -193,7 +215,7 @@ impl Attempts<'_> {
                     return match last {
                         Some(Ok(answer)) => self.finish(answer, tried.len()).await,
                         Some(Err(prev)) => Err(prev),
-                        None => Err(ProxyError::NoBackend(why)),
+                        None => Err(no_backend(up, key, &tried, why)),
                     };
                 }
             };

@@ -100,6 +100,7 @@ pub fn request_key<'a>(
         path,
         hash,
         pin,
+        upgrade: None,
     }
 }
 

@@ -137,6 +137,7 @@ async fn connect(
         path: "",
         hash,
         pin: Pin::Absent,
+        upgrade: None,
     };
     let retry = &up.retry;
     let started = Instant::now();

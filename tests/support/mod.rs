@@ -20,6 +20,7 @@ pub mod node;
 pub mod pattern;
 pub mod raw_http;
 pub mod redis;
+pub mod storm;
 pub mod tls;
 pub mod ws_client;
 pub mod ws_recorder;
