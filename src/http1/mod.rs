@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use body::{BodyError, ClientBody, chunk_size, decode_whole};
 pub use head::{Framing as ReqFraming, Parsed, Refused};
-pub use upgrade::{ClientIo, Io, NotUpgraded, OnUpgrade};
+pub use upgrade::{ClientIo, Io, NotUpgraded, OnUpgrade, Rewind};
 pub use write::{Framing as RespFraming, HOP_BY_HOP};
 
 use crate::body::{Body, BoxError};
@@ -234,11 +234,8 @@ where
             io.write_all(&out).await?;
             io.flush().await?;
             if let Some(tx) = upgrade_tx {
-                // Only what the client sent past its request head, copied
-                // (usually nothing): the read buffer's allocation must not
-                // live as long as the tunnel.
-                let pre = bytes::Bytes::copy_from_slice(&buf);
-                let _ = tx.send(ClientIo::new(Box::new(io), pre));
+                // With what the client sent past its request head.
+                let _ = tx.send(ClientIo::new(Box::new(io), &buf));
             }
             return Ok(());
         }

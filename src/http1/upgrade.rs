@@ -16,22 +16,33 @@ use tokio::sync::oneshot;
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// An upgraded client connection.
-pub struct ClientIo {
-    io: Box<dyn Io>,
-    /// Read from the client already, not yet consumed.
+/// A connection after an upgrade: the bytes read past the handshake head
+/// served first, then the socket. Both sides of a tunnel are one
+/// (the client's, [`ClientIo`], and the backend's, `backend::conn::Upgraded`).
+pub struct Rewind<T> {
+    io: T,
+    /// Read already, not yet consumed.
     pre: Bytes,
 }
 
-impl ClientIo {
-    pub(super) fn new(io: Box<dyn Io>, pre: Bytes) -> ClientIo {
-        ClientIo { io, pre }
+/// An upgraded client connection.
+pub type ClientIo = Rewind<Box<dyn Io>>;
+
+impl<T> Rewind<T> {
+    /// `io` after `pre`, which is copied: the read buffer it comes from
+    /// must not live as long as the tunnel (usually it is empty, and
+    /// nothing is allocated).
+    pub fn new(io: T, pre: &[u8]) -> Rewind<T> {
+        Rewind {
+            io,
+            pre: Bytes::copy_from_slice(pre),
+        }
     }
 }
 
-impl std::fmt::Debug for ClientIo {
+impl<T> std::fmt::Debug for Rewind<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientIo")
+        f.debug_struct("Rewind")
             .field("pre", &self.pre.len())
             .finish_non_exhaustive()
     }
@@ -73,7 +84,7 @@ impl Future for OnUpgrade {
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -90,7 +101,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -27,15 +27,14 @@ mod wire;
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use body::Streaming;
@@ -285,12 +284,7 @@ impl Conn {
 
     /// The connection as the backend side of a tunnel, after a `101`.
     pub fn into_upgraded(self) -> Upgraded {
-        Upgraded {
-            io: self.io,
-            // Only what was read past the 101, copied: the read buffer's
-            // allocation must not live as long as the tunnel.
-            pre: Bytes::copy_from_slice(&self.rbuf),
-        }
+        Upgraded::new(self.io, &self.rbuf)
     }
 
     /// Checks an idle connection before reuse: true when it is open and has
@@ -341,49 +335,9 @@ async fn write_stream<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-// === impl Upgraded ===
-
 /// The backend side of a tunnel: the socket, with the bytes read past the
 /// `101` head served first.
-pub struct Upgraded {
-    io: TcpStream,
-    pre: Bytes,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre[..n]);
-            this.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
+pub type Upgraded = crate::http1::Rewind<TcpStream>;
 
 // === impl Idle ===
 
