@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use body::{BodyError, ClientBody, chunk_size, decode_whole};
 pub use head::{Framing as ReqFraming, Parsed, Refused};
 pub use upgrade::{ClientIo, Io, NotUpgraded, OnUpgrade, Rewind};
-pub use write::{Framing as RespFraming, HOP_BY_HOP};
+pub use write::{Framing as RespFraming, HOP_BY_HOP, is_hop_by_hop};
 
 use crate::body::{Body, BoxError};
 
