@@ -147,7 +147,7 @@ fn framing(version: Version, headers: &HeaderMap, seen: Seen) -> Result<Framing,
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .filter(|c| !c.is_empty())
-            .last();
+            .next_back();
         return match last {
             Some(c) if c.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
             _ => Err(bad("request body not chunked last")),
