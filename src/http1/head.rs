@@ -146,8 +146,7 @@ fn framing(version: Version, headers: &HeaderMap, seen: Seen) -> Result<Framing,
         let last = te
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
-            .filter(|c| !c.is_empty())
-            .next_back();
+            .rfind(|c| !c.is_empty());
         return match last {
             Some(c) if c.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
             _ => Err(bad("request body not chunked last")),
