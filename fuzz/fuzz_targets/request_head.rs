@@ -64,7 +64,15 @@ fuzz_target!(|head: Head| {
 
     let h = req.headers_mut();
     let id = headers::request_id(h, peer, &trusted);
-    let upgrade = headers::rewrite_request(h, peer, &headers::forwarded_for(peer), head.tls, &trusted, &id);
+    let (upgrade, added) =
+        headers::rewrite_request(h, peer, &headers::forwarded_for(peer), head.tls, &trusted, &id);
+    // The client's own are gone from the map (latch's follow it on the wire)...
+    assert!(!h.contains_key("x-request-id") && !h.contains_key("x-forwarded-for"));
+    if !is_trusted {
+        assert!(!h.contains_key("x-forwarded-proto") && !h.contains_key("x-forwarded-host"));
+    }
+    // ...and this is the request as the backend sees it.
+    added.apply(h);
 
     // Hop-by-hop headers are gone, except the two an upgrade needs.
     for name in HOP_BY_HOP {

@@ -90,7 +90,7 @@ pub(super) async fn forward(
     }
     // Header rules, once, before the first attempt; they also tell whether
     // this is an upgrade request.
-    let offered = headers::rewrite_request(
+    let (offered, added) = headers::rewrite_request(
         req.headers_mut(),
         conn.peer,
         &conn.forwarded_for,
@@ -140,6 +140,7 @@ pub(super) async fn forward(
         upstream: &upstream,
         conn,
         parts,
+        added,
         target,
         upgrade,
         handshake,
@@ -177,6 +178,8 @@ struct Attempts<'a> {
     conn: &'a Arc<ConnInfo>,
     /// Method, version and headers as rewritten for backends.
     parts: Parts,
+    /// `X-Forwarded-*` and `X-Request-Id`, sent after `parts.headers`.
+    added: headers::Added,
     /// The origin-form target sent to backends.
     target: Uri,
     upgrade: Option<Upgrade>,
@@ -357,7 +360,7 @@ impl Attempts<'_> {
             missing_host = h;
             &missing_host
         };
-        c.write_request(method, target, headers, out)
+        c.write_request(method, target, headers, self.added.fields(), out)
             .await
             .map_err(Fail::Send)?;
         let read = self.upstream.timeouts.read;

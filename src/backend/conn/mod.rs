@@ -32,7 +32,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -208,18 +208,19 @@ impl Conn {
     /// Writes the request: head and body. Returns early (`Ok(false)`) when
     /// the backend starts answering before a streamed body is all sent (it
     /// may refuse a large upload); the connection is then not reusable.
-    pub async fn write_request(
+    pub async fn write_request<'a>(
         &mut self,
         method: &Method,
         target: &str,
         headers: &HeaderMap,
+        added: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
         body: OutBody,
     ) -> Result<bool, SendError> {
         self.wbuf.clear();
         match body {
             OutBody::Whole(bytes, had_length) => {
                 let framing = wire::framing_for(method, bytes.len() as u64, had_length);
-                wire::write_head(&mut self.wbuf, method, target, headers, framing);
+                wire::write_head(&mut self.wbuf, method, target, headers, added, framing);
                 if bytes.len() <= INLINE_BODY {
                     self.wbuf.extend_from_slice(&bytes);
                     self.io
@@ -240,7 +241,7 @@ impl Conn {
                     Some(n) => wire::ReqFraming::Length(n),
                     None => wire::ReqFraming::Chunked,
                 };
-                wire::write_head(&mut self.wbuf, method, target, headers, framing);
+                wire::write_head(&mut self.wbuf, method, target, headers, added, framing);
                 let (rd, mut wr) = self.io.split();
                 let head = std::mem::take(&mut self.wbuf);
                 let send = async {

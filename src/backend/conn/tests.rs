@@ -47,9 +47,15 @@ async fn scripted(answers: Vec<&'static [u8]>, piece: usize) -> SocketAddr {
 async fn get(c: &mut Conn) -> super::Head {
     let mut h = HeaderMap::new();
     h.insert("host", "t".parse().unwrap());
-    c.write_request(&Method::GET, "/", &h, OutBody::Whole(Bytes::new(), false))
-        .await
-        .unwrap();
+    c.write_request(
+        &Method::GET,
+        "/",
+        &h,
+        [],
+        OutBody::Whole(Bytes::new(), false),
+    )
+    .await
+    .unwrap();
     c.read_head(&Method::GET).await.unwrap()
 }
 

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::http1::fields::{self, Seen};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
 /// Largest response head accepted from a backend.
@@ -28,13 +28,15 @@ pub enum ReqFraming {
     Chunked,
 }
 
-/// Appends the request head to `out`. `Content-Length` and
-/// `Transfer-Encoding` from `headers` are replaced by what `framing` says.
-pub fn write_head(
+/// Appends the request head to `out`: `headers`, then `added`.
+/// `Content-Length` and `Transfer-Encoding` from `headers` are replaced by
+/// what `framing` says.
+pub fn write_head<'a>(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    added: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     framing: ReqFraming,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -45,10 +47,10 @@ pub fn write_head(
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name, value);
+    }
+    for (name, value) in added {
+        field(out, name, value);
     }
     match framing {
         ReqFraming::None => {}
@@ -59,6 +61,13 @@ pub fn write_head(
         }
         ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -285,6 +294,7 @@ mod tests {
             &Method::POST,
             "/x?y=1",
             &h,
+            [],
             ReqFraming::Length(12345),
         );
         assert_eq!(
@@ -292,14 +302,20 @@ mod tests {
             b"POST /x?y=1 HTTP/1.1\r\nhost: a.test\r\ncontent-length: 12345\r\n\r\n"
         );
         out.clear();
-        write_head(&mut out, &Method::GET, "/", &h, ReqFraming::None);
-        assert_eq!(out, b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n");
+        let id = HeaderName::from_static("x-request-id");
+        let added = [(&id, &HeaderValue::from_static("7"))];
+        write_head(&mut out, &Method::GET, "/", &h, added, ReqFraming::None);
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nhost: a.test\r\nx-request-id: 7\r\n\r\n"
+        );
         out.clear();
         write_head(
             &mut out,
             &Method::PUT,
             "/",
             &HeaderMap::new(),
+            [],
             ReqFraming::Length(0),
         );
         assert_eq!(out, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
