@@ -29,7 +29,9 @@ use tracing::{debug, warn};
 use super::access::Served;
 use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
-use super::{ConnInfo, Routing, Shared, Upstream, handshake, headers, host, select, tunnel, woken};
+use super::{
+    ConnInfo, Routing, Shared, Upstream, handshake, headers, host, select, tunnel, woken, ws_first,
+};
 use crate::backend::conn::{
     self, Conn, Head, OutBody, RespFraming, SendError, Streaming, Upgraded,
 };
@@ -404,9 +406,14 @@ impl Attempts<'_> {
             {
                 let metrics = &self.shared.metrics;
                 let response = handshake::rewrite(response, body, up.timeouts.read, backend, |b| {
-                    let tagged = select::tag_handshake(up, kind, backend, b)?;
-                    metrics.session_id(&up.name, "tagged");
-                    Some(tagged)
+                    let tagged = select::tag_handshake(up, kind, backend, b);
+                    let event = if tagged.is_some() {
+                        "tagged"
+                    } else {
+                        "not_tagged"
+                    };
+                    metrics.session_id(&up.name, event);
+                    tagged
                 })
                 .await?;
                 return Ok((response, served));
@@ -432,11 +439,15 @@ impl Attempts<'_> {
             .headers()
             .get(header::UPGRADE)
             .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        // `session_id`: a WebSocket-only Engine.IO open gets its first frame tagged.
+        let open_frame = (websocket && self.handshake == Some(Handshake::EngineIoWebSocket))
+            .then(|| ws_first::OpenFrame::new(up, placed.index, &self.shared.metrics));
         self.spawn_tunnel(
             placed.active,
             upgrade.client,
             conn.into_upgraded(),
             websocket,
+            open_frame,
         );
         let proto = response.headers().get(header::UPGRADE).cloned();
         headers::strip_hop_by_hop(response.headers_mut());
@@ -447,7 +458,14 @@ impl Attempts<'_> {
         Ok((response.map(|()| empty), served))
     }
 
-    fn spawn_tunnel(&self, active: Active, client: OnUpgrade, backend: Upgraded, websocket: bool) {
+    fn spawn_tunnel(
+        &self,
+        active: Active,
+        client: OnUpgrade,
+        backend: Upgraded,
+        websocket: bool,
+        open_frame: Option<ws_first::OpenFrame>,
+    ) {
         let shared = self.shared;
         let guard = active.into_tunnel();
         let opts = tunnel::Options {
@@ -473,6 +491,12 @@ impl Attempts<'_> {
             };
             let started = tokio::time::Instant::now();
             let closed = server.tunnels_closed();
+            let quit = open_frame.as_ref().map(|_| {
+                let (stop, closed) = (stop.clone(), server.tunnels_closed());
+                async move {
+                    tokio::select! { _ = stop.cancelled_owned() => {} _ = closed => {} }
+                }
+            });
             let ending = async move {
                 tokio::select! {
                     _ = stop.cancelled_owned() => {
@@ -487,7 +511,14 @@ impl Attempts<'_> {
                 }
             };
             // The stop signal is polled only when it fires, not on every message.
-            let moved = tunnel::run(c, backend, opts, woken::WokenOnly::new(ending)).await;
+            let ending = woken::WokenOnly::new(ending);
+            let moved = match open_frame.zip(quit) {
+                None => tunnel::run(c, backend, opts, ending).await,
+                Some((first, quit)) => {
+                    let (c, backend) = first.run(c, backend, quit).await;
+                    tunnel::run(c, backend, opts, ending).await
+                }
+            };
             let why = tunnel_why(&moved);
             let why = why.as_str();
             metrics.tunnel_ended(&moved);

@@ -23,6 +23,7 @@ mod routing;
 mod select;
 pub mod tunnel;
 mod woken;
+mod ws_first;
 mod ws_frames;
 
 use std::net::SocketAddr;
