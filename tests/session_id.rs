@@ -324,12 +324,14 @@ async fn other_first_frames_pass_byte_for_byte() {
 
 const WS_CLIENTS: usize = 100;
 
-async fn socketio_servers() -> Vec<NodeServer> {
+/// Three socket.io servers `s0`..`s2` (`extra`: `["deflate"]` offers
+/// permessage-deflate).
+async fn socketio_servers(extra: &[&str]) -> Vec<NodeServer> {
     let dir = node_dir("socketio");
     ensure_npm_ci(&dir, &["socket.io", "socket.io-client"]);
     let mut servers = Vec::new();
     for i in 0..3 {
-        servers.push(NodeServer::spawn(&dir, "server.js", &format!("s{i}"), &[]).await);
+        servers.push(NodeServer::spawn(&dir, "server.js", &format!("s{i}"), extra).await);
     }
     servers
 }
@@ -363,8 +365,46 @@ async fn ws_only_clients(servers: &[NodeServer], mode: &str, extra: Value) -> (V
 /// no server ever sees an unknown sid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn websocket_only_socketio_clients_keep_their_sid_across_two_instances() {
-    let servers = socketio_servers().await;
-    let (report, lbs) = ws_only_clients(&servers, "session_id", json!({})).await;
+    let servers = socketio_servers(&[]).await;
+    websocket_only_sessions_stay(&servers).await;
+}
+
+/// The same with servers that offer permessage-deflate, and clients that
+/// ask for it (socket.io-client does by default): a compressed open packet
+/// could not be tagged, so latch takes the offer out of these handshakes
+/// and every WebSocket runs uncompressed (the servers print what each one
+/// negotiated: nothing). In cookie mode the same clients and servers
+/// negotiate it, so it was latch that declined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_only_sessions_stay_when_servers_offer_permessage_deflate() {
+    let servers = socketio_servers(&["deflate"]).await;
+    websocket_only_sessions_stay(&servers).await;
+    let plain = || {
+        servers
+            .iter()
+            .map(|s| s.count(r#""extensions":"""#))
+            .sum::<usize>()
+    };
+    wait_until("uncompressed WebSockets", TIMEOUT, || plain() >= WS_CLIENTS).await;
+    let deflated = || {
+        servers
+            .iter()
+            .map(|s| s.count("permessage-deflate"))
+            .sum::<usize>()
+    };
+    assert_eq!(deflated(), 0, "no WebSocket negotiated permessage-deflate");
+    let (report, lbs) = ws_only_clients(&servers, "cookie", json!({"clients": 6})).await;
+    assert_eq!(report["totals"]["errors"], 0, "{}", report["totals"]);
+    wait_until("deflate in cookie mode", TIMEOUT, || deflated() >= 6).await;
+    for lb in lbs {
+        lb.handle.shutdown_within(Duration::from_secs(5)).await;
+    }
+}
+
+/// [`ws_only_clients`] in `session_id` mode: every session stays on its
+/// server.
+async fn websocket_only_sessions_stay(servers: &[NodeServer]) {
+    let (report, lbs) = ws_only_clients(servers, "session_id", json!({})).await;
     let codec = CookieCodec::new(SECRET.as_bytes(), "LATCH", None).expect("codec");
     let clients = report["clients"].as_array().expect("clients array");
     assert_eq!(clients.len(), WS_CLIENTS);
@@ -437,7 +477,7 @@ async fn websocket_only_socketio_clients_keep_their_sid_across_two_instances() {
 /// than 25 would happen about once in 10^7 runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn control_websocket_only_clients_in_cookie_mode_lose_their_sid() {
-    let servers = socketio_servers().await;
+    let servers = socketio_servers(&[]).await;
     let (report, lbs) = ws_only_clients(&servers, "cookie", json!({"sequential": true})).await;
     let codec = CookieCodec::new(SECRET.as_bytes(), "LATCH", None).expect("codec");
     let clients = report["clients"].as_array().expect("clients array");

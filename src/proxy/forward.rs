@@ -119,6 +119,10 @@ pub(super) async fn forward(
     // backend gets its own id back.
     let session_pin = select::session_pin(&upstream, &mut target);
     let handshake = select::handshake(&upstream, &target);
+    if upgrade.is_some() && handshake == Some(Handshake::EngineIoWebSocket) {
+        // Its first frame is tagged: it must come uncompressed.
+        ws_first::refuse_deflate(&mut parts.headers);
+    }
     // The key borrows its path and query; a clone shares the bytes.
     let uri = target.clone();
     let mut key = select::request_key(

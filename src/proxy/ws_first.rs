@@ -14,6 +14,16 @@
 //! in front of the backend's stream, so the tunnel sends them to the client
 //! first, untouched. Nothing is written here.
 //!
+//! permessage-deflate: a compressed frame cannot be rewritten on its own
+//! (with context takeover, the server's later messages refer back into the
+//! bytes of the earlier ones, which the client's inflater must have seen
+//! exactly), so for these handshakes latch takes `permessage-deflate` out of
+//! the client's `Sec-WebSocket-Extensions` offer ([`refuse_deflate`]) and
+//! the WebSocket runs uncompressed. Clients accept that (the server may
+//! always decline an extension); socket.io servers have it off by default,
+//! and clients that poll first (they have a `sid` when they upgrade) keep
+//! theirs. A backend that compresses anyway gets its frame passed untagged.
+//!
 //! Never a wait the tunnel would not have had: if the client speaks first
 //! (Engine.IO clients do not), latch stops waiting, keeps what it read from
 //! either side and starts the tunnel with the frame as it is. The same when
@@ -25,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use http::{HeaderMap, HeaderValue, header};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::debug;
 
@@ -93,6 +104,39 @@ impl OpenFrame {
         }
         (client, backend)
     }
+}
+
+/// Takes `permessage-deflate` out of the client's extension offer (RFC 7692
+/// §5: one offer per element of `Sec-WebSocket-Extensions`, its parameters
+/// after `;`); other extensions stay. Returns whether there was one.
+pub(super) fn refuse_deflate(headers: &mut HeaderMap) -> bool {
+    let name = header::SEC_WEBSOCKET_EXTENSIONS;
+    let mut kept = Vec::new();
+    let mut refused = false;
+    for value in headers.get_all(&name) {
+        // A value that is not text is dropped with the offer it garbles.
+        let Ok(text) = value.to_str() else {
+            refused = true;
+            continue;
+        };
+        for offer in text.split(',') {
+            let ext = offer.split(';').next().unwrap_or("").trim();
+            if ext.eq_ignore_ascii_case("permessage-deflate") {
+                refused = true;
+            } else if !ext.is_empty() {
+                kept.push(offer.trim().to_owned());
+            }
+        }
+    }
+    if refused {
+        headers.remove(&name);
+        if let Ok(v) = HeaderValue::from_str(&kept.join(", "))
+            && !kept.is_empty()
+        {
+            headers.insert(name, v);
+        }
+    }
+    refused
 }
 
 /// The work of [`OpenFrame::run`], with the tagging passed in.
@@ -171,6 +215,29 @@ mod tests {
         let mut v = Vec::new();
         r.read_to_end(&mut v).await.expect("read");
         v
+    }
+
+    #[test]
+    fn deflate_offers_are_refused_other_extensions_kept() {
+        let mut h = HeaderMap::new();
+        let ext = header::SEC_WEBSOCKET_EXTENSIONS;
+        h.append(
+            &ext,
+            HeaderValue::from_static("permessage-deflate; client_max_window_bits, x-other; a=1"),
+        );
+        h.append(&ext, HeaderValue::from_static("PerMessage-Deflate"));
+        assert!(refuse_deflate(&mut h));
+        let left: Vec<_> = h.get_all(&ext).iter().collect();
+        assert_eq!(left, ["x-other; a=1"]);
+        let mut h = HeaderMap::new();
+        h.insert(&ext, HeaderValue::from_static("permessage-deflate"));
+        assert!(refuse_deflate(&mut h));
+        assert!(!h.contains_key(&ext));
+        let mut h = HeaderMap::new();
+        h.insert(&ext, HeaderValue::from_static("x-webkit-other"));
+        assert!(!refuse_deflate(&mut h));
+        assert_eq!(h[&ext], "x-webkit-other");
+        assert!(!refuse_deflate(&mut HeaderMap::new()));
     }
 
     #[tokio::test]
