@@ -445,7 +445,7 @@ impl Attempts<'_> {
             .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
         // `session_id`: a WebSocket-only Engine.IO open gets its first frame tagged.
         let open_frame = (websocket && self.handshake == Some(Handshake::EngineIoWebSocket))
-            .then(|| ws_first::OpenFrame::new(up, placed.index, &self.shared.metrics));
+            .then(|| ws_first::OpenFrame::new(up, placed.index, self.shared));
         self.spawn_tunnel(
             placed.active,
             upgrade.client,
@@ -468,7 +468,7 @@ impl Attempts<'_> {
         client: OnUpgrade,
         backend: Upgraded,
         websocket: bool,
-        open_frame: Option<ws_first::OpenFrame>,
+        open_frame: Option<Box<ws_first::OpenFrame>>,
     ) {
         let shared = self.shared;
         let guard = active.into_tunnel();
@@ -495,12 +495,6 @@ impl Attempts<'_> {
             };
             let started = tokio::time::Instant::now();
             let closed = server.tunnels_closed();
-            let quit = open_frame.as_ref().map(|_| {
-                let (stop, closed) = (stop.clone(), server.tunnels_closed());
-                async move {
-                    tokio::select! { _ = stop.cancelled_owned() => {} _ = closed => {} }
-                }
-            });
             let ending = async move {
                 tokio::select! {
                     _ = stop.cancelled_owned() => {
@@ -516,12 +510,11 @@ impl Attempts<'_> {
             };
             // The stop signal is polled only when it fires, not on every message.
             let ending = woken::WokenOnly::new(ending);
-            let moved = match open_frame.zip(quit) {
+            let moved = match open_frame {
                 None => tunnel::run(c, backend, opts, ending).await,
-                Some((first, quit)) => {
-                    let (c, backend) = first.run(c, backend, quit).await;
-                    tunnel::run(c, backend, opts, ending).await
-                }
+                // `session_id`: the Engine.IO open packet tagged first (boxed:
+                // other tunnels' state does not grow).
+                Some(first) => Box::pin(first.then_tunnel(c, backend, opts, ending)).await,
             };
             let why = tunnel_why(&moved);
             let why = why.as_str();

@@ -36,10 +36,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, header};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{Upstream, select};
+use super::tunnel::{self, Ending, Moved};
+use super::{Shared, Upstream, select};
 use crate::backend::Backend;
 use crate::http1::Rewind;
 use crate::metrics::Metrics;
@@ -55,6 +57,8 @@ pub(super) struct OpenFrame {
     upstream: Arc<Upstream>,
     backend: Arc<Backend>,
     metrics: Arc<Metrics>,
+    /// latch's hard stop: the wait ends with it.
+    stop: CancellationToken,
 }
 
 /// How the first frame went, for the `latch_session_ids_total` metric and
@@ -67,12 +71,41 @@ pub(super) enum Outcome {
 }
 
 impl OpenFrame {
-    pub(super) fn new(upstream: &Arc<Upstream>, index: usize, metrics: &Arc<Metrics>) -> Self {
-        OpenFrame {
+    /// Boxed: a tunnel task holds only a pointer for it (most hold `None`).
+    pub(super) fn new(upstream: &Arc<Upstream>, index: usize, shared: &Shared) -> Box<Self> {
+        Box::new(OpenFrame {
             upstream: upstream.clone(),
             backend: upstream.backends[index].clone(),
-            metrics: metrics.clone(),
-        }
+            metrics: shared.metrics.clone(),
+            stop: shared.hard_stop.clone(),
+        })
+    }
+
+    /// The first frame, then the tunnel ([`tunnel::run`]) with what was read
+    /// in front of each side. The caller boxes this future, so that its
+    /// wider sides and the wait's state cost other tunnels nothing.
+    pub(super) async fn then_tunnel<C, B, S>(
+        self: Box<Self>,
+        client: C,
+        backend: B,
+        opts: tunnel::Options,
+        ending: S,
+    ) -> Moved
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+        S: Future<Output = Ending>,
+    {
+        let stop = self.stop.clone();
+        let closed = self.backend.tunnels_closed();
+        let quit = async move {
+            tokio::select! {
+                () = stop.cancelled_owned() => {}
+                () = closed => {}
+            }
+        };
+        let (client, backend) = (*self).run(client, backend, quit).await;
+        tunnel::run(client, backend, opts, ending).await
     }
 
     /// Reads the backend's first frame and tags its open packet; the client
@@ -176,7 +209,7 @@ where
         };
         // `need` is more than is buffered: read at least up to it (a read
         // may bring more, which is kept as it is).
-        from_backend.reserve(need - from_backend.len());
+        from_backend.reserve(need.saturating_sub(from_backend.len()));
         tokio::select! {
             biased;
             () = &mut quit => break Outcome::Passed("stopping"),
