@@ -221,7 +221,7 @@ pub fn first_frame(buf: &[u8]) -> FirstFrame {
         },
         n => (2, u64::from(n)),
     };
-    if len < 2 || len > MAX_HANDSHAKE {
+    if !(2..=MAX_HANDSHAKE).contains(&len) {
         return FirstFrame::Pass;
     }
     // Safe: len <= MAX_HANDSHAKE.
