@@ -93,7 +93,7 @@ fuzz_target!(|input: Input| {
     if let Some(out) = session_id::rewrite_body(kind, &input.body, c, &input.backend_id, now) {
         // The rewritten body is still the same kind of JSON, with a tagged id.
         let json: &[u8] = match kind {
-            Handshake::EngineIo => {
+            Handshake::EngineIo | Handshake::EngineIoWebSocket => {
                 let end = out.iter().position(|&b| b == 0x1e).unwrap_or(out.len());
                 &out[1..end]
             }
