@@ -29,7 +29,9 @@ use tracing::{debug, warn};
 use super::access::Served;
 use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
-use super::{ConnInfo, Routing, Shared, Upstream, handshake, headers, host, select, tunnel, woken};
+use super::{
+    ConnInfo, Routing, Shared, Upstream, handshake, headers, host, select, tunnel, woken, ws_first,
+};
 use crate::backend::conn::{
     self, Conn, Head, OutBody, RespFraming, SendError, Streaming, Upgraded,
 };
@@ -117,6 +119,10 @@ pub(super) async fn forward(
     // backend gets its own id back.
     let session_pin = select::session_pin(&upstream, &mut target);
     let handshake = select::handshake(&upstream, &target);
+    if upgrade.is_some() && handshake == Some(Handshake::EngineIoWebSocket) {
+        // Its first frame is tagged: it must come uncompressed.
+        ws_first::refuse_deflate(&mut parts.headers);
+    }
     // The key borrows its path and query; a clone shares the bytes.
     let uri = target.clone();
     let mut key = select::request_key(
@@ -407,9 +413,14 @@ impl Attempts<'_> {
             {
                 let metrics = &self.shared.metrics;
                 let response = handshake::rewrite(response, body, up.timeouts.read, backend, |b| {
-                    let tagged = select::tag_handshake(up, kind, backend, b)?;
-                    metrics.session_id(&up.name, "tagged");
-                    Some(tagged)
+                    let tagged = select::tag_handshake(up, kind, backend, b);
+                    let event = if tagged.is_some() {
+                        "tagged"
+                    } else {
+                        "not_tagged"
+                    };
+                    metrics.session_id(&up.name, event);
+                    tagged
                 })
                 .await?;
                 return Ok((response, served));
@@ -435,11 +446,15 @@ impl Attempts<'_> {
             .headers()
             .get(header::UPGRADE)
             .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        // `session_id`: a WebSocket-only Engine.IO open gets its first frame tagged.
+        let open_frame = (websocket && self.handshake == Some(Handshake::EngineIoWebSocket))
+            .then(|| ws_first::OpenFrame::new(up, placed.index, self.shared));
         self.spawn_tunnel(
             placed.active,
             upgrade.client,
             conn.into_upgraded(),
             websocket,
+            open_frame,
         );
         let proto = response.headers().get(header::UPGRADE).cloned();
         headers::strip_hop_by_hop(response.headers_mut());
@@ -450,7 +465,14 @@ impl Attempts<'_> {
         Ok((response.map(|()| empty), served))
     }
 
-    fn spawn_tunnel(&self, active: Active, client: OnUpgrade, backend: Upgraded, websocket: bool) {
+    fn spawn_tunnel(
+        &self,
+        active: Active,
+        client: OnUpgrade,
+        backend: Upgraded,
+        websocket: bool,
+        open_frame: Option<Box<ws_first::OpenFrame>>,
+    ) {
         let shared = self.shared;
         let guard = active.into_tunnel();
         let opts = tunnel::Options {
@@ -490,7 +512,13 @@ impl Attempts<'_> {
                 }
             };
             // The stop signal is polled only when it fires, not on every message.
-            let moved = tunnel::run(c, backend, opts, woken::WokenOnly::new(ending)).await;
+            let ending = woken::WokenOnly::new(ending);
+            let moved = match open_frame {
+                None => tunnel::run(c, backend, opts, ending).await,
+                // `session_id`: the Engine.IO open packet tagged first (boxed:
+                // other tunnels' state does not grow).
+                Some(first) => Box::pin(first.then_tunnel(c, backend, opts, ending)).await,
+            };
             let why = tunnel_why(&moved);
             let why = why.as_str();
             metrics.tunnel_ended(&moved);

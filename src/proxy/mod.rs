@@ -8,7 +8,9 @@
 //! builds a request's placement key, `forward.rs` runs the attempts,
 //! `host.rs` decides the one Host a request is routed and forwarded by,
 //! `headers.rs` rewrites headers, `body.rs` the body types, `error.rs` maps
-//! failures to statuses, `tunnel.rs` copies upgraded bytes. What outlives a
+//! failures to statuses, `tunnel.rs` copies upgraded bytes,
+//! `ws_first.rs` tags the Engine.IO open packet in a WebSocket's first frame
+//! (`session_id` stickiness) before the tunnel starts. What outlives a
 //! reload (servers, their counts and connections) is the [`Pool`]'s.
 
 pub mod access;
@@ -23,6 +25,7 @@ mod routing;
 mod select;
 pub mod tunnel;
 mod woken;
+mod ws_first;
 mod ws_frames;
 
 use std::net::SocketAddr;

@@ -15,6 +15,10 @@
 //! - Engine.IO v4 (`?EIO=4&transport=polling`, no `sid`): the open packet
 //!   `0{"sid":...}`, the first packet of the payload (packets are separated
 //!   by `\x1e`).
+//! - Engine.IO v4 over WebSocket from the start (`?EIO=4&transport=websocket`,
+//!   no `sid`: clients with `transports: ["websocket"]`): the same open
+//!   packet, carried by the backend's first WebSocket frame
+//!   ([`first_frame`], [`rewrite_open_frame`]).
 //! - SignalR negotiate (`…/negotiate`): `connectionToken` (negotiate
 //!   version 1), or `connectionId` when there is no token (version 0).
 //!
@@ -34,6 +38,9 @@ const RECORD_SEP: u8 = 0x1e;
 pub enum Handshake {
     /// Engine.IO v4 polling open.
     EngineIo,
+    /// Engine.IO v4 WebSocket open (no polling first): the open packet is
+    /// the backend's first frame after the `101`.
+    EngineIoWebSocket,
     /// SignalR `/negotiate`.
     SignalR,
 }
@@ -45,11 +52,14 @@ pub fn handshake(path: &str, query: Option<&str>) -> Option<Handshake> {
     if path.ends_with("/negotiate") && param("id").is_none() {
         return Some(Handshake::SignalR);
     }
-    if param("EIO") == Some("4") && param("transport") == Some("polling") && param("sid").is_none()
-    {
-        return Some(Handshake::EngineIo);
+    if param("EIO") != Some("4") || param("sid").is_some() {
+        return None;
     }
-    None
+    match param("transport") {
+        Some("polling") => Some(Handshake::EngineIo),
+        Some("websocket") => Some(Handshake::EngineIoWebSocket),
+        _ => None,
+    }
 }
 
 /// `id` with a signed tag naming `backend_id`.
@@ -118,7 +128,8 @@ pub fn rewrite_body(
         return None;
     }
     match kind {
-        Handshake::EngineIo => {
+        // A WebSocket frame holds one packet; the split below finds none.
+        Handshake::EngineIo | Handshake::EngineIoWebSocket => {
             let end = body
                 .iter()
                 .position(|&b| b == RECORD_SEP)
@@ -163,6 +174,104 @@ fn retag(
     Some(())
 }
 
+/// What the first bytes a backend sent after its `101` to an Engine.IO
+/// WebSocket open are, as far as latch's rewriting goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstFrame {
+    /// Too few bytes to tell: read until there are this many (always more
+    /// than there are).
+    More(usize),
+    /// Not a frame latch rewrites: everything goes on untouched.
+    Pass,
+    /// A whole candidate frame: header bytes `..header`, payload
+    /// `header..end`.
+    Open { header: usize, end: usize },
+}
+
+/// WebSocket frame bits (RFC 6455 §5.2).
+const FIN: u8 = 0x80;
+const OP_TEXT: u8 = 0x1;
+const MASKED: u8 = 0x80;
+
+/// Classifies the start of the backend's byte stream. Only a final,
+/// unmasked, uncompressed text frame (first byte `0x81`: no RSV bit, so not
+/// permessage-deflate) of at most [`MAX_HANDSHAKE`] bytes whose payload
+/// starts with `0{` (an open packet) is a candidate; anything else is
+/// [`FirstFrame::Pass`], decided from as few bytes as possible so that no
+/// other frame is ever held back.
+pub fn first_frame(buf: &[u8]) -> FirstFrame {
+    let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
+        return FirstFrame::More(2);
+    };
+    if b0 != FIN | OP_TEXT || b1 & MASKED != 0 {
+        return FirstFrame::Pass;
+    }
+    let (header, len) = match b1 & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(b) => (4, u64::from(u16::from_be_bytes([b[0], b[1]]))),
+            None => return FirstFrame::More(4),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(b);
+                (10, u64::from_be_bytes(n))
+            }
+            None => return FirstFrame::More(10),
+        },
+        n => (2, u64::from(n)),
+    };
+    if !(2..=MAX_HANDSHAKE).contains(&len) {
+        return FirstFrame::Pass;
+    }
+    // Safe: len <= MAX_HANDSHAKE.
+    let end = header + len as usize;
+    match buf.get(header..header + 2) {
+        None => FirstFrame::More(header + 2),
+        Some(b"0{") if buf.len() >= end => FirstFrame::Open { header, end },
+        Some(b"0{") => FirstFrame::More(end),
+        Some(_) => FirstFrame::Pass,
+    }
+}
+
+/// A final, unmasked text frame carrying `payload`, with the length in its
+/// shortest form (RFC 6455 §5.2: "the minimal number of bytes MUST be used").
+pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 10);
+    f.push(FIN | OP_TEXT);
+    match payload.len() {
+        n @ 0..=125 => f.push(n as u8),
+        n @ 126..=0xffff => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// `buf` with its first frame's open packet passed through `tag` (which
+/// gives the new payload, or `None` to leave it) and the frame's length
+/// rewritten; the bytes after that frame follow unchanged. `None` when
+/// `buf` does not start with a whole candidate frame ([`first_frame`]) or
+/// `tag` declined.
+pub fn rewrite_open_frame(
+    buf: &[u8],
+    tag: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let FirstFrame::Open { header, end } = first_frame(buf) else {
+        return None;
+    };
+    let payload = tag(&buf[header..end])?;
+    let mut out = text_frame(&payload);
+    out.extend_from_slice(&buf[end..]);
+    Some(out)
+}
+
 /// The raw value of query parameter `name`.
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|pair| {
@@ -194,6 +303,15 @@ mod tests {
             None
         );
         assert_eq!(handshake("/socket.io/", None), None);
+        assert_eq!(
+            handshake("/socket.io/", Some("EIO=4&transport=websocket")),
+            Some(Handshake::EngineIoWebSocket)
+        );
+        assert_eq!(
+            handshake("/socket.io/", Some("EIO=4&transport=websocket&sid=x")),
+            None
+        );
+        assert_eq!(handshake("/socket.io/", Some("EIO=4&transport=x")), None);
         assert_eq!(
             handshake("/chat/negotiate", Some("negotiateVersion=1")),
             Some(Handshake::SignalR)
@@ -269,5 +387,125 @@ mod tests {
         assert_eq!(untag(&c, &good[3..], NOW), None, "no id before the tag");
         assert_eq!(untag(&c, "a.b.c", NOW), None);
         assert_eq!(restore_query(&c, "other=1&&=&id", NOW), None);
+    }
+
+    /// An unmasked frame with `b0` and `payload`, its length in `form`
+    /// (2, 4 or 10 header bytes, whatever the length needs).
+    fn frame(b0: u8, payload: &[u8], form: usize) -> Vec<u8> {
+        let mut f = vec![b0];
+        match form {
+            2 => f.push(payload.len() as u8),
+            4 => {
+                f.push(126);
+                f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(127);
+                f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An open packet of `len` bytes (padded inside a JSON field).
+    fn open_packet(len: usize) -> Vec<u8> {
+        let head = br#"0{"sid":"AbC-123_xyz","upgrades":[],"pad":""#;
+        let mut p = head.to_vec();
+        p.resize(len - 2, b'x');
+        p.extend_from_slice(b"\"}");
+        p
+    }
+
+    #[test]
+    fn open_frames_in_every_length_form_are_tagged_and_the_rest_kept() {
+        let c = codec();
+        let tag = |p: &[u8]| rewrite_body(Handshake::EngineIoWebSocket, p, &c, "s1", NOW);
+        for (len, form) in [(60, 2), (60, 4), (60, 10), (300, 4), (65_000, 10)] {
+            let mut buf = frame(0x81, &open_packet(len), form);
+            let whole = buf.len();
+            buf.extend_from_slice(b"\x81\x0240"); // the next frame, "40"
+            assert_eq!(
+                first_frame(&buf),
+                FirstFrame::Open {
+                    header: form,
+                    end: whole
+                }
+            );
+            for cut in [0, 1, form - 1, form, form + 1, whole - 1] {
+                assert!(
+                    matches!(first_frame(&buf[..cut]), FirstFrame::More(n) if n > cut),
+                    "{len} in form {form}, cut at {cut}"
+                );
+            }
+            let out = rewrite_open_frame(&buf, tag).expect("tagged");
+            assert!(out.ends_with(b"\x81\x0240"));
+            let FirstFrame::Open { header, end } = first_frame(&out) else {
+                panic!("the rewritten frame is a frame again: {:?}", &out[..12]);
+            };
+            assert_eq!(end, out.len() - 4);
+            let want = match end - header {
+                0..=125 => 2,
+                126..=0xffff => 4,
+                _ => 10,
+            };
+            assert_eq!(header, want, "shortest length form");
+            let json: Value = serde_json::from_slice(&out[header + 1..end]).unwrap();
+            let sid = json["sid"].as_str().unwrap();
+            assert_eq!(
+                untag(&c, sid, NOW),
+                Some(("AbC-123_xyz", CookieCodec::token("s1")))
+            );
+        }
+    }
+
+    #[test]
+    fn text_frames_use_the_shortest_length_form() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (0xffff, 4), (0x10000, 10)] {
+            let f = text_frame(&vec![b'x'; len]);
+            assert_eq!(f.len(), header + len, "{len}");
+            assert_eq!(f[0], 0x81);
+        }
+        assert_eq!(
+            &text_frame(&[b'x'; 0x10000])[..10],
+            b"\x81\x7f\0\0\0\0\0\x01\0\0"
+        );
+    }
+
+    #[test]
+    fn other_first_frames_pass_from_their_first_bytes() {
+        let open = open_packet(40);
+        for (b0, why) in [
+            (0xc1, "compressed (RSV1, permessage-deflate)"),
+            (0x01, "fragmented (no FIN)"),
+            (0x82, "binary"),
+            (0x89, "ping"),
+            (0x88, "close"),
+            (0x91, "RSV3"),
+        ] {
+            let f = frame(b0, &open, 2);
+            assert_eq!(first_frame(&f[..1]), FirstFrame::More(2), "{why}");
+            assert_eq!(first_frame(&f[..2]), FirstFrame::Pass, "{why}");
+        }
+        let mut masked = frame(0x81, &open, 2);
+        masked[1] |= 0x80;
+        assert_eq!(first_frame(&masked), FirstFrame::Pass, "masked");
+        // Not an open packet: decided on the first two payload bytes.
+        for payload in [&b"40"[..], b"2probe", b"0x", b"0", b""] {
+            let f = frame(0x81, payload, 2);
+            assert_eq!(first_frame(&f), FirstFrame::Pass, "{payload:?}");
+        }
+        // Too large: decided from the header alone.
+        let big = MAX_HANDSHAKE + 1;
+        let mut f = vec![0x81, 127];
+        f.extend_from_slice(&big.to_be_bytes());
+        assert_eq!(first_frame(&f), FirstFrame::Pass);
+        f[2] = 0xff; // 2^63 and more
+        assert_eq!(first_frame(&f), FirstFrame::Pass);
+        // A whole open frame whose JSON is not an open packet is left alone.
+        let bad = frame(0x81, b"0{\"nosid\":1}", 2);
+        let c = codec();
+        let tag = |p: &[u8]| rewrite_body(Handshake::EngineIoWebSocket, p, &c, "s1", NOW);
+        assert_eq!(rewrite_open_frame(&bad, tag), None);
     }
 }

@@ -7,6 +7,8 @@
 //   transport  "LongPolling", "ServerSentEvents" or "WebSockets": the only
 //              transport the client may use (HttpTransportType)
 //   clients    number of clients (default 30), run at once
+//   sequential true: one client after the other instead (each one's
+//              requests then follow each other in latch's round robin)
 //   echoes     echoes per client (default 10), one after the other
 //   pauseMs    wait this long before the last echo (default 0), to keep a
 //              connection quiet across timeouts
@@ -32,6 +34,7 @@ const nEchoes = config.echoes ?? 10;
 const pauseMs = config.pauseMs ?? 0;
 const timeoutMs = config.timeoutMs ?? 40000;
 const cookies = config.cookies ?? true;
+const sequential = config.sequential ?? false;
 const transport = signalR.HttpTransportType[config.transport];
 if (!config.url || transport === undefined) {
   console.error(`client.js: need url and transport (LongPolling, ServerSentEvents, WebSockets): ${process.argv[2]}`);
@@ -111,10 +114,14 @@ async function main() {
   const deadline = new Promise((_, reject) =>
     setTimeout(() => reject(new Error(`not done within ${timeoutMs} ms`)), timeoutMs),
   );
-  const clients = await Promise.race([
-    Promise.all(Array.from({ length: nClients }, (_, i) => runClient(i))),
-    deadline,
-  ]);
+  const run = sequential
+    ? (async () => {
+        const out = [];
+        for (let i = 0; i < nClients; i++) out.push(await runClient(i));
+        return out;
+      })()
+    : Promise.all(Array.from({ length: nClients }, (_, i) => runClient(i)));
+  const clients = await Promise.race([run, deadline]);
   const totals = { echoes: 0, errors: 0, notFound: 0 };
   for (const c of clients) {
     totals.echoes += c.backends.length;

@@ -26,8 +26,8 @@
 
 const http = require("http");
 const https = require("https");
-const net = require("net");
 const { io } = require("socket.io-client");
+const { startForwarder } = require("./forwarder");
 
 const config = JSON.parse(process.argv[2] || "{}");
 const urls = config.urls || [];
@@ -41,23 +41,6 @@ const wantUpgrade = transports.includes("websocket") && transports[0] === "polli
 if (urls.length === 0) {
   console.error("client.js: config.urls is empty");
   process.exit(2);
-}
-
-// One forwarder for several instances: each accepted TCP connection goes to a
-// random instance. Returns the address the clients should use.
-function startForwarder(targets) {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((down) => {
-      const t = targets[Math.floor(Math.random() * targets.length)];
-      const up = net.connect(t.port, t.host);
-      down.on("error", () => up.destroy());
-      up.on("error", () => down.destroy());
-      down.pipe(up);
-      up.pipe(down);
-    });
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve(server));
-  });
 }
 
 async function main() {

@@ -1,6 +1,6 @@
 // A real socket.io v4 server for tests/socketio.rs.
 //
-//   node server.js <port> <name>
+//   node server.js <port> <name> [deflate]
 //
 // Listens on 127.0.0.1:<port> (0 = any free port) and prints `ready <port>`
 // once listening. On `connection` it emits `hello` with its name; on `echo`
@@ -8,6 +8,10 @@
 // when no ack was asked for). Every engine.io connection error (e.g. HTTP 400
 // `Session ID unknown`) is printed as one JSON line, so the test can count
 // them server side too. Exits when stdin closes (the test process is gone).
+// With `deflate`, WebSockets offer permessage-deflate (ws compresses
+// messages of 1024 bytes and more, its default threshold) and each new
+// connection prints `{"event":"ws","extensions":...}` with what its
+// WebSocket negotiated.
 "use strict";
 
 const http = require("http");
@@ -15,15 +19,21 @@ const { Server } = require("socket.io");
 
 const port = Number(process.argv[2] || 0);
 const name = process.argv[3] || "server";
+const deflate = process.argv[4] === "deflate";
 
 const httpServer = http.createServer();
 const io = new Server(httpServer, {
   // no CORS needed: the clients are node processes
   pingInterval: 10000,
   pingTimeout: 20000,
+  perMessageDeflate: deflate ? { threshold: 1024 } : false,
 });
 
 io.on("connection", (socket) => {
+  const ws = socket.conn.transport.socket;
+  if (deflate && socket.conn.transport.name === "websocket" && ws) {
+    process.stdout.write(JSON.stringify({ event: "ws", extensions: ws.extensions }) + "\n");
+  }
   socket.emit("hello", name);
   socket.on("echo", (payload, ack) => {
     const answer = { backend: name, payload };

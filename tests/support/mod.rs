@@ -24,6 +24,7 @@ pub mod storm;
 pub mod tls;
 pub mod ws_client;
 pub mod ws_recorder;
+pub mod ws_scripted;
 
 use std::future::Future;
 use std::time::Duration;
