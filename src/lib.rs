@@ -36,6 +36,7 @@ pub mod config;
 pub mod demo;
 pub mod discover;
 pub mod dispatch;
+pub mod h2;
 pub mod health;
 pub mod http1;
 pub mod listener;
