@@ -230,6 +230,12 @@ impl Handle {
         &self.inner.shared.pool
     }
 
+    /// HTTP/2 counts now: connections, streams, WebSockets over HTTP/2 (as
+    /// `/status` shows them under `http2`).
+    pub fn h2_stats(&self) -> metrics::h2::H2View {
+        self.inner.shared.metrics.h2.view()
+    }
+
     /// Swaps in `config` without dropping anything in flight: servers that
     /// stay keep their counts, health and slow start; removed servers drain;
     /// unchanged listeners keep their sockets, new ones are bound, removed

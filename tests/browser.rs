@@ -10,6 +10,10 @@
 //! with `npm ci` when `tests/browser/node_modules` is missing. The screenshot is
 //! kept at `target/browser/demo.png`.
 //!
+//! The page comes over HTTP/2 (ALPN `h2`), and its WebSocket rides an
+//! HTTP/2 stream (RFC 8441): latch's own count of WebSockets over HTTP/2
+//! says so.
+//!
 //! A second test (`tests/browser/close_codes.js`) shows Chromium getting
 //! latch's WebSocket close codes where it used to see 1006.
 
@@ -174,6 +178,9 @@ async fn demo_page_passes_its_checks_in_chromium() {
         DEMO_LIMIT,
     )
     .await;
+    // Seen from latch's side: the page's WebSocket rode an HTTP/2 stream
+    // (RFC 8441), on the connection the page came over.
+    let h2 = demo.handle.h2_stats();
     demo.handle.shutdown_within(Duration::from_secs(1)).await;
 
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -192,6 +199,12 @@ async fn demo_page_passes_its_checks_in_chromium() {
         .unwrap_or_else(|e| panic!("demo.js printed bad JSON ({e}): {line}"));
     assert_eq!(json["ws"], "echo ok", "{json}");
     assert_eq!(json["poll"], "exchange ok", "{json}");
+    assert_eq!(json["protocol"], "h2", "{json}");
+    assert!(h2.streams >= 1, "{h2:?}");
+    assert!(
+        h2.websockets >= 1,
+        "the page's WebSocket did not ride an HTTP/2 stream: {h2:?}"
+    );
     let backend = json["backend"].as_str().unwrap_or_default();
     assert!(
         ["alpha", "beta", "gamma"].contains(&backend),
