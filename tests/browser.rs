@@ -359,3 +359,73 @@ async fn chromium_without_cookies_socketio_cookie_mode_breaks() {
         "{json}"
     );
 }
+
+/// socket.io over HTTP/2 in Chromium: eight clients at once through one
+/// HTTPS latch (cookie stickiness, three socket.io servers), each polling
+/// then upgrading, all on one HTTP/2 connection
+/// (`tests/browser/socketio_h2.js`). Every echo comes from the client's
+/// first server, every client upgrades, and latch counts the WebSockets as
+/// HTTP/2 streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_runs_socketio_over_h2() {
+    const CLIENTS: u64 = 8;
+    ensure_chromium().await;
+    require_tool("node", "apt-get install -y nodejs npm").await;
+    require_tool("npm", "apt-get install -y npm").await;
+    let dir = browser_dir();
+    ensure_node_modules(&dir).await;
+    let io_dir = support::node::node_dir("socketio");
+    support::node::ensure_npm_ci(&io_dir, &["socket.io", "socket.io-client"]);
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            support::node::NodeServer::spawn(&io_dir, "server.js", &format!("s{i}"), &[]).await,
+        );
+    }
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
+        .collect();
+    let certs = tempfile::tempdir().expect("tempdir");
+    support::write_cert_files(certs.path(), "srv", &["localhost"]);
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"io\"\n\
+         tls = {{ cert = \"srv.crt\", key = \"srv.key\" }}\n\n\
+         [upstream.io]\nbalance = \"round_robin\"\nservers = [{}]\n\n\
+         [upstream.io.sticky]\nmode = \"cookie\"\nsecret = \"browser-test-secret-0123456789\"\n",
+        list.join(", ")
+    );
+    let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
+    let json = support::node::run_node_json(
+        &dir,
+        "socketio_h2.js",
+        &serde_json::json!({
+            "url": format!("https://localhost:{}", lb.addr().port()),
+            "clients": CLIENTS,
+            "echoes": 6,
+        }),
+        DEMO_LIMIT,
+    )
+    .await;
+    let h2 = lb.handle.h2_stats();
+    lb.handle.shutdown_within(Duration::from_secs(1)).await;
+    let unknown: usize = servers.iter().map(|s| s.count("Session ID unknown")).sum();
+    eprintln!("socket.io over h2: {}; latch: {h2:?}", json["totals"]);
+    assert_eq!(json["protocol"], "h2", "{json}");
+    let totals = &json["totals"];
+    assert_eq!(totals["errors"], 0, "{json}");
+    assert_eq!(totals["echoes"], CLIENTS * 6, "{json}");
+    assert_eq!(totals["upgraded"], CLIENTS, "{json}");
+    assert_eq!(unknown, 0, "{json}");
+    for c in json["clients"].as_array().expect("clients") {
+        let hello = c["hello"].as_str().expect("hello");
+        let backends = c["backends"].as_array().expect("backends");
+        assert!(backends.iter().all(|b| b == hello), "moved: {c}");
+    }
+    assert_eq!(h2.websockets, CLIENTS, "{h2:?}");
+    assert_eq!(h2.connections, 1, "{h2:?}");
+    assert!(
+        h2.streams > 2 * CLIENTS,
+        "the long polls did not ride h2: {h2:?}"
+    );
+}
