@@ -14,6 +14,9 @@
 //! HTTP/2 stream (RFC 8441): latch's own count of WebSockets over HTTP/2
 //! says so.
 //!
+//! socket.io and SignalR clients run in Chromium over HTTP/2 too
+//! (`tests/browser/socketio_h2.js`, `tests/browser/signalr_h2.js`).
+//!
 //! A second test (`tests/browser/close_codes.js`) shows Chromium getting
 //! latch's WebSocket close codes where it used to see 1006.
 
@@ -361,7 +364,8 @@ async fn chromium_without_cookies_socketio_cookie_mode_breaks() {
 }
 
 /// socket.io over HTTP/2 in Chromium: eight clients at once through one
-/// HTTPS latch (cookie stickiness, three socket.io servers), each polling
+/// HTTPS latch (session_id stickiness, which pins each session rather than
+/// the browser, so they spread; three socket.io servers), each polling
 /// then upgrading, all on one HTTP/2 connection
 /// (`tests/browser/socketio_h2.js`). Every echo comes from the client's
 /// first server, every client upgrades, and latch counts the WebSockets as
@@ -392,7 +396,7 @@ async fn chromium_runs_socketio_over_h2() {
         "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"io\"\n\
          tls = {{ cert = \"srv.crt\", key = \"srv.key\" }}\n\n\
          [upstream.io]\nbalance = \"round_robin\"\nservers = [{}]\n\n\
-         [upstream.io.sticky]\nmode = \"cookie\"\nsecret = \"browser-test-secret-0123456789\"\n",
+         [upstream.io.sticky]\nmode = \"session_id\"\nsecret = \"browser-test-secret-0123456789\"\n",
         list.join(", ")
     );
     let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
@@ -422,10 +426,99 @@ async fn chromium_runs_socketio_over_h2() {
         let backends = c["backends"].as_array().expect("backends");
         assert!(backends.iter().all(|b| b == hello), "moved: {c}");
     }
+    let used: std::collections::HashSet<&str> = json["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter_map(|c| c["hello"].as_str())
+        .collect();
+    assert!(used.len() > 1, "every client on one server: {used:?}");
     assert_eq!(h2.websockets, CLIENTS, "{h2:?}");
     assert_eq!(h2.connections, 1, "{h2:?}");
     assert!(
         h2.streams > 2 * CLIENTS,
         "the long polls did not ride h2: {h2:?}"
     );
+}
+
+/// SignalR over HTTP/2 in Chromium: the real `@microsoft/signalr` browser
+/// client through one HTTPS latch (session_id stickiness, three SignalR-protocol
+/// servers, `tests/signalr/server.js`), each transport forced in turn, six
+/// connections at once (`tests/browser/signalr_h2.js`). Every echo comes
+/// from the connection's first server; the WebSockets rode HTTP/2 streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_runs_signalr_over_h2() {
+    const CLIENTS: u64 = 6;
+    const ECHOES: u64 = 5;
+    ensure_chromium().await;
+    require_tool("node", "apt-get install -y nodejs npm").await;
+    require_tool("npm", "apt-get install -y npm").await;
+    let dir = browser_dir();
+    ensure_node_modules(&dir).await;
+    let hub_dir = support::node::node_dir("signalr");
+    support::node::ensure_npm_ci(&hub_dir, &["@microsoft/signalr", "ws"]);
+    let bundle = hub_dir.join("node_modules/@microsoft/signalr/dist/browser/signalr.min.js");
+    assert!(
+        bundle.is_file(),
+        "no browser bundle at {}",
+        bundle.display()
+    );
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            support::node::NodeServer::spawn(&hub_dir, "server.js", &format!("s{i}"), &[]).await,
+        );
+    }
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
+        .collect();
+    let certs = tempfile::tempdir().expect("tempdir");
+    support::write_cert_files(certs.path(), "srv", &["localhost"]);
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"hub\"\n\
+         tls = {{ cert = \"srv.crt\", key = \"srv.key\" }}\n\n\
+         [upstream.hub]\nbalance = \"round_robin\"\nservers = [{}]\n\n\
+         [upstream.hub.sticky]\nmode = \"session_id\"\nsecret = \"browser-test-secret-0123456789\"\n",
+        list.join(", ")
+    );
+    let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
+    let json = support::node::run_node_json(
+        &dir,
+        "signalr_h2.js",
+        &serde_json::json!({
+            "url": format!("https://localhost:{}", lb.addr().port()),
+            "bundle": bundle,
+            "clients": CLIENTS,
+            "echoes": ECHOES,
+        }),
+        DEMO_LIMIT,
+    )
+    .await;
+    let h2 = lb.handle.h2_stats();
+    lb.handle.shutdown_within(Duration::from_secs(1)).await;
+    eprintln!("SignalR over h2: {}; latch: {h2:?}", json["transports"]);
+    assert_eq!(json["protocol"], "h2", "{json}");
+    for t in ["WebSockets", "ServerSentEvents", "LongPolling"] {
+        let r = &json["transports"][t];
+        assert_eq!(r["totals"]["errors"], 0, "{t}: {r}");
+        assert_eq!(r["totals"]["echoes"], CLIENTS * ECHOES, "{t}: {r}");
+        for c in r["clients"].as_array().expect("clients") {
+            let backends = c["backends"].as_array().expect("backends");
+            assert!(backends.iter().all(|b| *b == backends[0]), "{t} moved: {c}");
+        }
+    }
+    let unknown: usize = servers.iter().map(|s| s.count("unknown_id")).sum();
+    assert_eq!(unknown, 0, "a server saw an id it did not know");
+    // session_id stickiness pins each connection, not the browser: the
+    // connections spread over the servers, and each stays on its own.
+    let used: std::collections::HashSet<String> = json["transports"]
+        .as_object()
+        .expect("transports")
+        .values()
+        .flat_map(|r| r["clients"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["backends"][0].as_str().map(str::to_owned))
+        .collect();
+    assert!(used.len() > 1, "every connection on one server: {used:?}");
+    assert_eq!(h2.websockets, CLIENTS, "{h2:?}");
 }

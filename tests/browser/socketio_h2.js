@@ -28,6 +28,14 @@ async function main() {
     return 2;
   }
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "latch-chromium-"));
+  // All cookies blocked (as in socketio_no_cookies.js): with one browser
+  // cookie every connection would share one pin; with none, session_id
+  // stickiness pins each connection on its own, and they spread.
+  fs.mkdirSync(path.join(profile, "Default"));
+  fs.writeFileSync(
+    path.join(profile, "Default", "Preferences"),
+    JSON.stringify({ profile: { default_content_setting_values: { cookies: 2 } } }),
+  );
   let context = null;
   try {
     context = await chromium.launchPersistentContext(profile, {
