@@ -23,11 +23,13 @@ use support::*;
 
 const SECRET: &str = "h2-test-secret-0123456789abcdef";
 
-/// A TLS listener (certificate for `localhost` written to `dir`) and a
+/// A TLS listener (certificate for `localhost` written to `dir` once) and a
 /// plain one, both in front of `app`, with an admin listener. `server` and
 /// `listener` are extra lines for `[server]` and the TLS listener.
 fn config(dir: &std::path::Path, backends: &[SocketAddr], server: &str, listener: &str) -> String {
-    write_cert_files(dir, "srv", &["localhost"]);
+    if !dir.join("srv.crt").exists() {
+        write_cert_files(dir, "srv", &["localhost"]);
+    }
     format!(
         "[server]\n{server}\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
          [[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
@@ -358,4 +360,53 @@ async fn an_oversized_header_list_gets_431() {
     let (status, _, _) = h2_get(&mut h2, "localhost", "/name").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(b.hits(), 1);
+}
+
+/// A reload turns HTTP/2 off for new connections (ALPN offers `http/1.1`
+/// only), while an HTTP/2 connection already open keeps working; and back.
+#[tokio::test]
+async fn a_reload_switches_http2_for_new_connections() {
+    let b = spawn_backend("b1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let on = config(dir.path(), &[b.addr], "", "");
+    let lb = spawn_lb_in(&on, Some(dir.path())).await;
+    let pem = cert(dir.path());
+    let mut open = h2_tls(lb.addr(), &pem).await;
+    let parse = |text: &str| {
+        latch::Config::parse(text, &dir.path().join("latch.toml")).expect("valid config")
+    };
+    let off = config(dir.path(), &[b.addr], "", "http2 = false");
+    lb.handle.reload(parse(&off)).expect("reload");
+    let (_, chosen) = tls_alpn(lb.addr(), &pem, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(chosen.as_deref(), Some(&b"http/1.1"[..]));
+    let (status, _, _) = h2_get(&mut open, "localhost", "/name").await;
+    assert_eq!(status, StatusCode::OK);
+    lb.handle.reload(parse(&on)).expect("reload");
+    let (_, chosen) = tls_alpn(lb.addr(), &pem, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(chosen.as_deref(), Some(&b"h2"[..]));
+}
+
+/// An HTTP/2 connection with no stream open for `header_timeout` gets
+/// `GOAWAY` (as an idle HTTP/1.1 keep-alive connection is closed); one
+/// whose stream is still answering is left alone.
+#[tokio::test]
+async fn an_idle_connection_gets_goaway_a_busy_one_does_not() {
+    let b = spawn_backend("b1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = config(dir.path(), &[b.addr], "header_timeout = \"300ms\"", "");
+    let lb = spawn_lb_in(&toml, Some(dir.path())).await;
+    let addr = lb.addrs[1];
+    // Busy: a response that takes 1.5 s (five idle periods) arrives whole.
+    let mut h2 = h2c(addr).await;
+    let (status, _, body) = h2_get(&mut h2, "localhost", "/slow-stream?ms=1500").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"first\nlast\n"[..]));
+    // Not told to go away meanwhile: the connection takes the next request.
+    let (status, _, _) = h2_get(&mut h2, "localhost", "/name").await;
+    assert_eq!(status, StatusCode::OK);
+    // Idle: GOAWAY NO_ERROR, then the end of the connection.
+    let mut raw = TcpStream::connect(addr).await.expect("connect");
+    raw.write_all(&preface()).await.expect("preface");
+    let started = std::time::Instant::now();
+    assert_eq!(read_until_goaway(&mut raw).await, Some(NO_ERROR));
+    assert!(started.elapsed() < TIMEOUT);
 }
