@@ -1,8 +1,9 @@
 //! latch's own HTTP/1.1 server side (`src/http1/`), seen from a raw client:
 //! what hyper's server used to do for latch and a client relies on —
 //! pipelining, HTTP/1.0 keep-alive rules, `100 Continue`, chunked uploads,
-//! refusing ambiguous framing, `HEAD`, and a drain that closes idle
-//! connections at once and busy ones after their response.
+//! refusing ambiguous framing, `HEAD`, a drain that closes idle
+//! connections at once and busy ones after their response, and the
+//! keep-alive timeout (apart from `header_timeout`, closed politely on TLS).
 
 mod support;
 
@@ -231,4 +232,111 @@ async fn stop_closes_idle_connections_at_once_and_busy_ones_after_their_answer()
     let r = parse_response(&first);
     assert_eq!((r.status, r.body.as_slice()), (200, &b"first\nlast\n"[..]));
     within("stop", stopping).await.unwrap();
+}
+
+// === keep-alive timeout ===
+
+/// One backend behind a listener whose `[server]` section is `server`.
+async fn backend_with_server(server: &str) -> (Lb, Backend) {
+    let app = spawn_backend("app").await;
+    let toml = format!("[server]\n{server}\n{}", simple_config(&[app.addr], ""));
+    (spawn_lb(&toml).await, app)
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_closes_after_keepalive_timeout() {
+    // header_timeout is long: only keepalive_timeout can close it.
+    let (lb, _app) =
+        backend_with_server("header_timeout = \"1h\"\nkeepalive_timeout = \"300ms\"").await;
+    let mut s = TcpStream::connect(lb.addr()).await.unwrap();
+    s.write_all(b"GET /name HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let r = parse_response(&read_responses(&mut s, 1).await);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), None, "kept alive");
+    // Then nothing more comes: a close, with no 408.
+    assert!(read_to_close(&mut s).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_next_request_may_come_later_than_header_timeout() {
+    let (lb, app) =
+        backend_with_server("header_timeout = \"300ms\"\nkeepalive_timeout = \"1h\"").await;
+    let mut s = TcpStream::connect(lb.addr()).await.unwrap();
+    s.write_all(b"GET /name HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    read_responses(&mut s, 1).await;
+    // Idle for three header timeouts (the point of the test, not a wait
+    // for something to happen): a keep-alive wait, not a slow head.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"GET /name HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let r = parse_response(&read_responses(&mut s, 1).await);
+    assert_eq!(r.status, 200);
+    assert_eq!(app.hits(), 2);
+}
+
+#[tokio::test]
+async fn the_next_head_still_has_header_timeout_from_its_first_byte() {
+    let (lb, _app) =
+        backend_with_server("header_timeout = \"300ms\"\nkeepalive_timeout = \"1h\"").await;
+    let mut s = TcpStream::connect(lb.addr()).await.unwrap();
+    s.write_all(b"GET /name HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_responses(&mut s, 1).await;
+    // Half a head, then silence: 408, as for a connection's first request.
+    s.write_all(b"GET /name HTTP/1.1\r\n").await.unwrap();
+    let rest = read_to_close(&mut s).await;
+    assert_eq!(parse_response(&rest).status, 408, "after {first:?}");
+}
+
+#[tokio::test]
+async fn keepalive_timeout_zero_closes_after_each_response() {
+    let (lb, _app) = backend_with_server("keepalive_timeout = \"0s\"").await;
+    let mut s = TcpStream::connect(lb.addr()).await.unwrap();
+    s.write_all(b"GET /name HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let r = parse_response(&read_to_close(&mut s).await);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[tokio::test]
+async fn an_idle_tls_connection_closes_with_close_notify() {
+    let app = spawn_backend("app").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, _, cert_pem) = write_cert_files(dir.path(), "srv", &["app.test"]);
+    let toml = format!(
+        "[server]\nkeepalive_timeout = \"300ms\"\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+         tls = {{ cert = \"srv.crt\", key = \"srv.key\" }}\n\n\
+         [upstream.app]\n{}\n",
+        servers(&[app.addr])
+    );
+    let lb = spawn_lb_in(&toml, Some(dir.path())).await;
+    let connector = tls_connector(&[&cert_pem]);
+    let mut s = tls_connect(lb.addr(), "app.test", &connector)
+        .await
+        .expect("TLS");
+    s.write_all(b"GET /name HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while count_responses(&got) < 1 {
+        let n = within("response", s.read(&mut buf)).await.expect("read");
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // A close without close_notify is an UnexpectedEof error here.
+    let mut rest = Vec::new();
+    within("idle close", s.read_to_end(&mut rest))
+        .await
+        .expect("a clean TLS close (close_notify)");
+    assert!(rest.is_empty());
 }

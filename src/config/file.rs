@@ -44,6 +44,11 @@ pub struct ServerSection {
     /// Time a client has to send a complete request head (slowloris guard).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Dur,
+    /// How long a client connection may sit idle between requests (nginx
+    /// `keepalive_timeout`, HAProxy `timeout http-keep-alive`); "0" turns
+    /// keep-alive off.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: Dur,
     /// Time a client has to complete a TLS handshake.
     #[serde(default = "default_handshake_timeout")]
     pub tls_handshake_timeout: Dur,
@@ -83,6 +88,7 @@ impl Default for ServerSection {
             grace: default_grace(),
             close_spread: None,
             header_timeout: default_header_timeout(),
+            keepalive_timeout: default_keepalive_timeout(),
             tls_handshake_timeout: default_handshake_timeout(),
             client_body_timeout: default_client_body_timeout(),
             max_header_size: default_max_header_size(),
@@ -105,6 +111,10 @@ fn default_grace() -> Dur {
 }
 fn default_header_timeout() -> Dur {
     Dur(Duration::from_secs(30))
+}
+/// nginx's default.
+fn default_keepalive_timeout() -> Dur {
+    Dur(Duration::from_secs(75))
 }
 fn default_handshake_timeout() -> Dur {
     Dur(Duration::from_secs(10))

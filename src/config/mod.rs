@@ -62,6 +62,8 @@ pub struct ServerSettings {
     /// moments over its last `close_spread` (at most `grace`).
     pub close_spread: Duration,
     pub header_timeout: Duration,
+    /// Idle time allowed between a client's requests; zero = no keep-alive.
+    pub keepalive_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     /// Longest gap in a request body while it is read; zero = none.
     pub client_body_timeout: Duration,
@@ -315,6 +317,7 @@ impl Validator<'_> {
             grace: s.grace.0,
             close_spread,
             header_timeout: s.header_timeout.0,
+            keepalive_timeout: s.keepalive_timeout.0,
             tls_handshake_timeout: s.tls_handshake_timeout.0,
             client_body_timeout: s.client_body_timeout.0,
             max_header_size: s.max_header_size.get_ref().0,

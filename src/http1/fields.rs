@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Name and value of one field, as byte ranges of the head.
 pub type Offsets = (Range<usize>, Range<usize>);
@@ -40,24 +40,63 @@ pub fn record(out: &mut Vec<Offsets>, buf: &[u8], fields: &[httparse::Header<'_>
     );
 }
 
+/// Which of the fields that decide a message's framing and its connection
+/// a head has, noted while its map is built, so that the absent ones (most,
+/// in most messages) cost no map lookup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen(u8);
+
+impl Seen {
+    pub const CONTENT_LENGTH: Seen = Seen(1);
+    pub const TRANSFER_ENCODING: Seen = Seen(2);
+    pub const CONNECTION: Seen = Seen(4);
+    pub const UPGRADE: Seen = Seen(8);
+    pub const EXPECT: Seen = Seen(16);
+
+    /// Whether the head has the field `field` stands for.
+    pub fn has(self, field: Seen) -> bool {
+        self.0 & field.0 != 0
+    }
+
+    fn note(&mut self, name: &HeaderName) {
+        let field = if name == header::CONTENT_LENGTH {
+            Seen::CONTENT_LENGTH
+        } else if name == header::TRANSFER_ENCODING {
+            Seen::TRANSFER_ENCODING
+        } else if name == header::CONNECTION {
+            Seen::CONNECTION
+        } else if name == header::UPGRADE {
+            Seen::UPGRADE
+        } else if name == header::EXPECT {
+            Seen::EXPECT
+        } else {
+            return;
+        };
+        self.0 |= field.0;
+    }
+}
+
 /// The fields recorded in `offsets` as a map over `head` (the same bytes,
-/// split off and frozen), with room for `spare` more fields.
+/// split off and frozen), with room for `spare` more fields, and which of
+/// the [`Seen`] fields it has.
 pub fn header_map(
     head: &Bytes,
     offsets: &[Offsets],
     spare: usize,
-) -> Result<HeaderMap, &'static str> {
+) -> Result<(HeaderMap, Seen), &'static str> {
     let mut headers = HeaderMap::with_capacity(offsets.len() + spare);
+    let mut seen = Seen::default();
     for (name, value) in offsets {
         let name = head
             .get(name.clone())
             .and_then(|n| HeaderName::from_bytes(n).ok())
             .ok_or("invalid header name")?;
+        seen.note(&name);
         let value = (value.end <= head.len())
             .then(|| head.slice(value.clone()))
             .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
             .ok_or("invalid header value")?;
         headers.append(name, value);
     }
-    Ok(headers)
+    Ok((headers, seen))
 }

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 
-use super::fields;
+use super::fields::{self, Seen};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode, Uri, Version};
 
@@ -75,7 +75,7 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Parsed>, Refused> 
     if skip > 0 {
         let _ = buf.split_to(skip);
     }
-    let Some((method, uri, version, headers)) = fields::with_scratch(|offsets| {
+    let Some((method, uri, version, headers, seen)) = fields::with_scratch(|offsets| {
         let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut []);
         let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -104,17 +104,18 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Parsed>, Refused> 
         let head = buf.split_to(len).freeze();
         let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| bad("invalid target"))?;
         // Room for what the proxy adds (X-Forwarded-*, X-Request-Id).
-        let headers = fields::header_map(&head, offsets, SPARE).map_err(bad)?;
-        Ok(Some((method, uri, version, headers)))
+        let (headers, seen) = fields::header_map(&head, offsets, SPARE).map_err(bad)?;
+        Ok(Some((method, uri, version, headers, seen)))
     })?
     else {
         return Ok(None);
     };
-    let framing = framing(version, &headers)?;
-    let (keep_alive, upgrade) = connection(version, &headers);
-    let expect_continue = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let framing = framing(version, &headers, seen)?;
+    let (keep_alive, upgrade) = connection(version, &headers, seen);
+    let expect_continue = seen.has(Seen::EXPECT)
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -133,9 +134,9 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Parsed>, Refused> 
 /// length, a transfer coding other than a final `chunked`, or conflicting
 /// lengths is refused: a proxy that guessed could be made to read the body
 /// differently from its backend (request smuggling).
-fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, Refused> {
-    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if te.peek().is_some() {
+fn framing(version: Version, headers: &HeaderMap, seen: Seen) -> Result<Framing, Refused> {
+    if seen.has(Seen::TRANSFER_ENCODING) {
+        let te = headers.get_all(header::TRANSFER_ENCODING).iter();
         if version == Version::HTTP_10 {
             return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
         }
@@ -145,12 +146,14 @@ fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, Refused> {
         let last = te
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
-            .filter(|c| !c.is_empty())
-            .last();
+            .rfind(|c| !c.is_empty());
         return match last {
             Some(c) if c.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
             _ => Err(bad("request body not chunked last")),
         };
+    }
+    if !seen.has(Seen::CONTENT_LENGTH) {
+        return Ok(Framing::None);
     }
     let mut length = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
@@ -180,8 +183,11 @@ fn decimal(s: &[u8]) -> Option<u64> {
 
 /// Whether the connection stays open after this request, and whether it
 /// asks to upgrade, from `Connection` and `Upgrade` (RFC 9112 §9.3).
-fn connection(version: Version, headers: &HeaderMap) -> (bool, bool) {
+fn connection(version: Version, headers: &HeaderMap, seen: Seen) -> (bool, bool) {
     let (mut close, mut keep, mut upgrade) = (false, false, false);
+    if !seen.has(Seen::CONNECTION) {
+        return (version == Version::HTTP_11, false);
+    }
     for v in headers.get_all(header::CONNECTION) {
         for token in v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
             if token.eq_ignore_ascii_case(b"close") {
@@ -194,7 +200,7 @@ fn connection(version: Version, headers: &HeaderMap) -> (bool, bool) {
         }
     }
     let keep_alive = !close && (version == Version::HTTP_11 || keep);
-    (keep_alive, upgrade && headers.contains_key(header::UPGRADE))
+    (keep_alive, upgrade && seen.has(Seen::UPGRADE))
 }
 
 /// The bytes of a head for tests and fuzzing: parses `raw` as one request.

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use body::{BodyError, ClientBody, chunk_size, decode_whole};
 pub use head::{Framing as ReqFraming, Parsed, Refused};
 pub use upgrade::{ClientIo, Io, NotUpgraded, OnUpgrade, Rewind};
-pub use write::{Framing as RespFraming, HOP_BY_HOP};
+pub use write::{Framing as RespFraming, HOP_BY_HOP, is_hop_by_hop};
 
 use crate::body::{Body, BoxError};
 
@@ -56,12 +56,18 @@ const COPY_MAX: usize = 8 * 1024;
 const FLUSH_AT: usize = 32 * 1024;
 /// A request running this long has its client's socket watched for a close.
 const WATCH_AFTER: Duration = Duration::from_millis(200);
+/// Longest wait to say goodbye to an idle connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// A connection's limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// Time for a whole request head, from the moment it is awaited.
+    /// Time for a whole request head: from the moment it is awaited for a
+    /// connection's first request, from its first byte for later ones.
     pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait idle for its next request;
+    /// zero: no keep-alive (each response closes its connection).
+    pub keepalive_timeout: Duration,
     /// Largest request head, request line to blank line.
     pub max_header_size: usize,
 }
@@ -103,9 +109,20 @@ where
     // deadline, and the moment a running request starts to watch the socket.
     let timer = tokio::time::sleep(settings.header_timeout);
     tokio::pin!(timer);
+    let mut first = true;
     loop {
-        // The head, within header_timeout.
-        let head_deadline = Instant::now() + settings.header_timeout;
+        // The head, within header_timeout; but between requests a kept-alive
+        // connection may first sit idle for keepalive_timeout, and its next
+        // head's header_timeout runs from its first byte (nginx
+        // `keepalive_timeout` and `client_header_timeout`).
+        let mut between = !first && buf.is_empty();
+        first = false;
+        let mut head_deadline = Instant::now()
+            + if between {
+                settings.keepalive_timeout
+            } else {
+                settings.header_timeout
+            };
         if timer.deadline() > head_deadline {
             timer.as_mut().reset(head_deadline);
         }
@@ -134,12 +151,16 @@ where
                         continue;
                     }
                     if idle {
+                        close_quietly(&mut io).await;
                         return Ok(());
                     }
                     refuse(&mut io, &mut out, StatusCode::REQUEST_TIMEOUT).await;
                     return Err(ConnError::HeaderTimeout(settings.header_timeout));
                 }
-                () = drain.cancelled(), if idle => return Ok(()),
+                () = drain.cancelled(), if idle => {
+                    close_quietly(&mut io).await;
+                    return Ok(());
+                }
             };
             if n == 0 {
                 return if buf.is_empty() {
@@ -147,6 +168,14 @@ where
                 } else {
                     Err(ConnError::ClosedMidHead)
                 };
+            }
+            if between {
+                // The next request has begun: its head has header_timeout.
+                between = false;
+                head_deadline = Instant::now() + settings.header_timeout;
+                if timer.deadline() > head_deadline {
+                    timer.as_mut().reset(head_deadline);
+                }
             }
         };
         let head::Parsed {
@@ -219,7 +248,10 @@ where
 
         // The response.
         let body_read = pump.as_ref().is_none_or(body::Pump::finished);
-        let keep = keep_alive && body_read && !drain.is_cancelled();
+        let keep = keep_alive
+            && body_read
+            && !drain.is_cancelled()
+            && !settings.keepalive_timeout.is_zero();
         let (parts, mut rbody) = response.into_parts();
         out.clear();
         let written = write::head(
@@ -251,6 +283,13 @@ where
             return Ok(());
         }
     }
+}
+
+/// Closes an idle connection the polite way: on TLS a `close_notify`
+/// first, so the client can tell a deliberate close from a cut one. Bounded,
+/// as a client that reads nothing could hold it.
+async fn close_quietly<I: Io>(io: &mut I) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, io.shutdown()).await;
 }
 
 /// An empty body (no allocation).

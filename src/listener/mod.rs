@@ -243,6 +243,7 @@ impl ConnCtx {
         let peer = info.peer;
         let settings = http1::Settings {
             header_timeout: server.header_timeout,
+            keepalive_timeout: server.keepalive_timeout,
             max_header_size: server.max_header_size,
         };
         let shared = &self.shared;

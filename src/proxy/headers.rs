@@ -15,7 +15,7 @@ use crate::config::Cidr;
 
 /// Always hop-by-hop, whether or not `Connection` names them. Names, not
 /// strings: removing by `&str` would parse the string on every call.
-use crate::http1::HOP_BY_HOP;
+use crate::http1::{HOP_BY_HOP, is_hop_by_hop};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -160,7 +160,7 @@ pub fn upgrade_matches(offered: &HeaderValue, answered: Option<&HeaderValue>) ->
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none (or only `Connection`): one pass over the
     // names decides, with no hashing.
-    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     strip_connection_listed(headers);

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::http1::fields;
+use crate::http1::fields::{self, Seen};
 use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode, Version};
 
@@ -148,17 +148,18 @@ pub fn parse_head(buf: &mut BytesMut, request: &Method) -> Result<Option<Head>, 
                 fields::record(offsets, buf, parsed.headers);
                 let head = buf.split_to(len).freeze();
                 // Room for Set-Cookie.
-                let headers = fields::header_map(&head, offsets, 1).map_err(HeadError::Field)?;
-                Ok(Some(Some((status, version, headers))))
+                let (headers, seen) =
+                    fields::header_map(&head, offsets, 1).map_err(HeadError::Field)?;
+                Ok(Some(Some((status, version, headers, seen))))
             })?;
-        let (status, version, headers) = match parsed {
+        let (status, version, headers, seen) = match parsed {
             None => return Ok(None),
             // An informational head, skipped: the next one answers.
             Some(None) => continue,
             Some(Some(p)) => p,
         };
-        let framing = framing(status, request, &headers)?;
-        let keep_alive = keep_alive(version, &headers) && framing != RespFraming::Close;
+        let framing = framing(status, request, &headers, seen)?;
+        let keep_alive = keep_alive(version, &headers, seen) && framing != RespFraming::Close;
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -176,6 +177,7 @@ fn framing(
     status: StatusCode,
     request: &Method,
     headers: &HeaderMap,
+    seen: Seen,
 ) -> Result<RespFraming, HeadError> {
     if request == Method::HEAD
         || status.is_informational()
@@ -184,7 +186,7 @@ fn framing(
     {
         return Ok(RespFraming::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if seen.has(Seen::TRANSFER_ENCODING) {
         // Chunked must be the final coding; otherwise read until close.
         let last = headers
             .get_all(header::TRANSFER_ENCODING)
@@ -197,6 +199,9 @@ fn framing(
             Some(t) if t.eq_ignore_ascii_case("chunked") => RespFraming::Chunked,
             _ => RespFraming::Close,
         });
+    }
+    if !seen.has(Seen::CONTENT_LENGTH) {
+        return Ok(RespFraming::Close);
     }
     let mut length: Option<u64> = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
@@ -221,8 +226,11 @@ fn framing(
 }
 
 /// Whether the connection stays open after this response.
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+fn keep_alive(version: Version, headers: &HeaderMap, seen: Seen) -> bool {
     let mut close = version == Version::HTTP_10;
+    if !seen.has(Seen::CONNECTION) {
+        return !close;
+    }
     for v in headers.get_all(header::CONNECTION) {
         for t in v.as_bytes().split(|&b| b == b',') {
             let t = t.trim_ascii();
