@@ -386,14 +386,14 @@ async fn a_reload_switches_http2_for_new_connections() {
     assert_eq!(chosen.as_deref(), Some(&b"h2"[..]));
 }
 
-/// An HTTP/2 connection with no stream open for `header_timeout` gets
+/// An HTTP/2 connection with no stream open for `keepalive_timeout` gets
 /// `GOAWAY` (as an idle HTTP/1.1 keep-alive connection is closed); one
 /// whose stream is still answering is left alone.
 #[tokio::test]
 async fn an_idle_connection_gets_goaway_a_busy_one_does_not() {
     let b = spawn_backend("b1").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let toml = config(dir.path(), &[b.addr], "header_timeout = \"300ms\"", "");
+    let toml = config(dir.path(), &[b.addr], "keepalive_timeout = \"300ms\"", "");
     let lb = spawn_lb_in(&toml, Some(dir.path())).await;
     let addr = lb.addrs[1];
     // Busy: a response that takes 1.5 s (five idle periods) arrives whole.

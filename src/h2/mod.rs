@@ -19,7 +19,7 @@
 //! before they were served, the rapid reset of CVE-2023-44487; too many
 //! streams latch had to reset; a header block over
 //! `h2_max_header_list_size`, or too many CONTINUATION frames), after
-//! `header_timeout` with no stream open, or on a drain: `GOAWAY`, then the
+//! `keepalive_timeout` with no stream open, or on a drain: `GOAWAY`, then the
 //! open streams finish. At the end of the grace the connection is kept
 //! just long enough for its tunnels to send their close frames.
 
@@ -145,7 +145,12 @@ pub async fn serve<I: Io>(
     });
     let conn = builder(h).serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let idle = server.header_timeout;
+    // As HTTP/1.1's keep-alive; an HTTP/2 connection is for many requests,
+    // so keep-alive off (zero) falls back to `header_timeout`.
+    let idle = match server.keepalive_timeout.is_zero() {
+        true => server.header_timeout,
+        false => server.keepalive_timeout,
+    };
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     let mut closing = false;
