@@ -36,6 +36,7 @@ pub mod config;
 pub mod demo;
 pub mod discover;
 pub mod dispatch;
+pub mod h2;
 pub mod health;
 pub mod http1;
 pub mod listener;
@@ -227,6 +228,12 @@ impl Handle {
     /// The pool of servers (and their idle upstream connections).
     pub fn pool(&self) -> &backend::Pool {
         &self.inner.shared.pool
+    }
+
+    /// HTTP/2 counts now: connections, streams, WebSockets over HTTP/2 (as
+    /// `/status` shows them under `http2`).
+    pub fn h2_stats(&self) -> metrics::h2::H2View {
+        self.inner.shared.metrics.h2.view()
     }
 
     /// Swaps in `config` without dropping anything in flight: servers that

@@ -78,6 +78,8 @@ pub struct Metrics {
     registry: Registry,
     /// TCP mode's bytes and connections.
     pub stream: stream::StreamMetrics,
+    /// HTTP/2 to clients: connections, streams, WebSockets over HTTP/2.
+    pub h2: h2::H2Metrics,
     requests: Family<RequestLabels, Counter>,
     request_duration: Durations,
     retries: Family<RetryLabels, Counter>,
@@ -124,6 +126,7 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::default(),
             stream: stream::StreamMetrics::default(),
+            h2: h2::H2Metrics::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(durations),
             retries: Family::default(),
@@ -139,6 +142,7 @@ impl Metrics {
         };
         let mut r = Registry::default();
         m.stream.register(&mut r);
+        m.h2.register(&mut r);
         r.register(
             "latch_requests",
             "Proxied requests by final status class",
@@ -385,6 +389,7 @@ fn status_class(status: u16) -> &'static str {
 }
 
 mod dns;
+pub mod h2;
 mod listener;
 mod pool;
 pub mod stream;

@@ -130,15 +130,16 @@ pub(crate) fn bind_all(config: &Config, running: &[Running]) -> Result<Vec<Bound
     let mut used = vec![false; running.len()];
     let mut out = Vec::new();
     for l in &config.listeners {
-        let tls = match &l.tls {
-            Some(t) => Some(
-                listener::tls::acceptor(t).map_err(|source| StartError::Tls {
-                    addr: l.bind,
-                    source,
-                })?,
-            ),
-            None => None,
-        };
+        let tls =
+            match &l.tls {
+                Some(t) => Some(listener::tls::acceptor(t, l.http2.is_some()).map_err(
+                    |source| StartError::Tls {
+                        addr: l.bind,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
         let matched = (0..running.len()).find(|&j| !used[j] && running[j].bind == l.bind);
         let (id, socket) = match matched {
             Some(j) => {

@@ -10,6 +10,13 @@
 //! with `npm ci` when `tests/browser/node_modules` is missing. The screenshot is
 //! kept at `target/browser/demo.png`.
 //!
+//! The page comes over HTTP/2 (ALPN `h2`), and its WebSocket rides an
+//! HTTP/2 stream (RFC 8441): latch's own count of WebSockets over HTTP/2
+//! says so.
+//!
+//! socket.io and SignalR clients run in Chromium over HTTP/2 too
+//! (`tests/browser/socketio_h2.js`, `tests/browser/signalr_h2.js`).
+//!
 //! A second test (`tests/browser/close_codes.js`) shows Chromium getting
 //! latch's WebSocket close codes where it used to see 1006.
 
@@ -174,6 +181,9 @@ async fn demo_page_passes_its_checks_in_chromium() {
         DEMO_LIMIT,
     )
     .await;
+    // Seen from latch's side: the page's WebSocket rode an HTTP/2 stream
+    // (RFC 8441), on the connection the page came over.
+    let h2 = demo.handle.h2_stats();
     demo.handle.shutdown_within(Duration::from_secs(1)).await;
 
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -192,6 +202,12 @@ async fn demo_page_passes_its_checks_in_chromium() {
         .unwrap_or_else(|e| panic!("demo.js printed bad JSON ({e}): {line}"));
     assert_eq!(json["ws"], "echo ok", "{json}");
     assert_eq!(json["poll"], "exchange ok", "{json}");
+    assert_eq!(json["protocol"], "h2", "{json}");
+    assert!(h2.streams >= 1, "{h2:?}");
+    assert!(
+        h2.websockets >= 1,
+        "the page's WebSocket did not ride an HTTP/2 stream: {h2:?}"
+    );
     let backend = json["backend"].as_str().unwrap_or_default();
     assert!(
         ["alpha", "beta", "gamma"].contains(&backend),
@@ -345,4 +361,164 @@ async fn chromium_without_cookies_socketio_cookie_mode_breaks() {
         json["totals"]["errors"].as_u64() > Some(0) && unknown > 0,
         "{json}"
     );
+}
+
+/// socket.io over HTTP/2 in Chromium: eight clients at once through one
+/// HTTPS latch (session_id stickiness, which pins each session rather than
+/// the browser, so they spread; three socket.io servers), each polling
+/// then upgrading, all on one HTTP/2 connection
+/// (`tests/browser/socketio_h2.js`). Every echo comes from the client's
+/// first server, every client upgrades, and latch counts the WebSockets as
+/// HTTP/2 streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_runs_socketio_over_h2() {
+    const CLIENTS: u64 = 8;
+    ensure_chromium().await;
+    require_tool("node", "apt-get install -y nodejs npm").await;
+    require_tool("npm", "apt-get install -y npm").await;
+    let dir = browser_dir();
+    ensure_node_modules(&dir).await;
+    let io_dir = support::node::node_dir("socketio");
+    support::node::ensure_npm_ci(&io_dir, &["socket.io", "socket.io-client"]);
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            support::node::NodeServer::spawn(&io_dir, "server.js", &format!("s{i}"), &[]).await,
+        );
+    }
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
+        .collect();
+    let certs = tempfile::tempdir().expect("tempdir");
+    support::write_cert_files(certs.path(), "srv", &["localhost"]);
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"io\"\n\
+         tls = {{ cert = \"srv.crt\", key = \"srv.key\" }}\n\n\
+         [upstream.io]\nbalance = \"round_robin\"\nservers = [{}]\n\n\
+         [upstream.io.sticky]\nmode = \"session_id\"\nsecret = \"browser-test-secret-0123456789\"\n",
+        list.join(", ")
+    );
+    let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
+    let json = support::node::run_node_json(
+        &dir,
+        "socketio_h2.js",
+        &serde_json::json!({
+            "url": format!("https://localhost:{}", lb.addr().port()),
+            "clients": CLIENTS,
+            "echoes": 6,
+        }),
+        DEMO_LIMIT,
+    )
+    .await;
+    let h2 = lb.handle.h2_stats();
+    lb.handle.shutdown_within(Duration::from_secs(1)).await;
+    let unknown: usize = servers.iter().map(|s| s.count("Session ID unknown")).sum();
+    eprintln!("socket.io over h2: {}; latch: {h2:?}", json["totals"]);
+    assert_eq!(json["protocol"], "h2", "{json}");
+    let totals = &json["totals"];
+    assert_eq!(totals["errors"], 0, "{json}");
+    assert_eq!(totals["echoes"], CLIENTS * 6, "{json}");
+    assert_eq!(totals["upgraded"], CLIENTS, "{json}");
+    assert_eq!(unknown, 0, "{json}");
+    for c in json["clients"].as_array().expect("clients") {
+        let hello = c["hello"].as_str().expect("hello");
+        let backends = c["backends"].as_array().expect("backends");
+        assert!(backends.iter().all(|b| b == hello), "moved: {c}");
+    }
+    let used: std::collections::HashSet<&str> = json["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter_map(|c| c["hello"].as_str())
+        .collect();
+    assert!(used.len() > 1, "every client on one server: {used:?}");
+    assert_eq!(h2.websockets, CLIENTS, "{h2:?}");
+    assert_eq!(h2.connections, 1, "{h2:?}");
+    assert!(
+        h2.streams > 2 * CLIENTS,
+        "the long polls did not ride h2: {h2:?}"
+    );
+}
+
+/// SignalR over HTTP/2 in Chromium: the real `@microsoft/signalr` browser
+/// client through one HTTPS latch (session_id stickiness, three SignalR-protocol
+/// servers, `tests/signalr/server.js`), each transport forced in turn, six
+/// connections at once (`tests/browser/signalr_h2.js`). Every echo comes
+/// from the connection's first server; the WebSockets rode HTTP/2 streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_runs_signalr_over_h2() {
+    const CLIENTS: u64 = 6;
+    const ECHOES: u64 = 5;
+    ensure_chromium().await;
+    require_tool("node", "apt-get install -y nodejs npm").await;
+    require_tool("npm", "apt-get install -y npm").await;
+    let dir = browser_dir();
+    ensure_node_modules(&dir).await;
+    let hub_dir = support::node::node_dir("signalr");
+    support::node::ensure_npm_ci(&hub_dir, &["@microsoft/signalr", "ws"]);
+    let bundle = hub_dir.join("node_modules/@microsoft/signalr/dist/browser/signalr.min.js");
+    assert!(
+        bundle.is_file(),
+        "no browser bundle at {}",
+        bundle.display()
+    );
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            support::node::NodeServer::spawn(&hub_dir, "server.js", &format!("s{i}"), &[]).await,
+        );
+    }
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
+        .collect();
+    let certs = tempfile::tempdir().expect("tempdir");
+    support::write_cert_files(certs.path(), "srv", &["localhost"]);
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"hub\"\n\
+         tls = {{ cert = \"srv.crt\", key = \"srv.key\" }}\n\n\
+         [upstream.hub]\nbalance = \"round_robin\"\nservers = [{}]\n\n\
+         [upstream.hub.sticky]\nmode = \"session_id\"\nsecret = \"browser-test-secret-0123456789\"\n",
+        list.join(", ")
+    );
+    let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
+    let json = support::node::run_node_json(
+        &dir,
+        "signalr_h2.js",
+        &serde_json::json!({
+            "url": format!("https://localhost:{}", lb.addr().port()),
+            "bundle": bundle,
+            "clients": CLIENTS,
+            "echoes": ECHOES,
+        }),
+        DEMO_LIMIT,
+    )
+    .await;
+    let h2 = lb.handle.h2_stats();
+    lb.handle.shutdown_within(Duration::from_secs(1)).await;
+    eprintln!("SignalR over h2: {}; latch: {h2:?}", json["transports"]);
+    assert_eq!(json["protocol"], "h2", "{json}");
+    for t in ["WebSockets", "ServerSentEvents", "LongPolling"] {
+        let r = &json["transports"][t];
+        assert_eq!(r["totals"]["errors"], 0, "{t}: {r}");
+        assert_eq!(r["totals"]["echoes"], CLIENTS * ECHOES, "{t}: {r}");
+        for c in r["clients"].as_array().expect("clients") {
+            let backends = c["backends"].as_array().expect("backends");
+            assert!(backends.iter().all(|b| *b == backends[0]), "{t} moved: {c}");
+        }
+    }
+    let unknown: usize = servers.iter().map(|s| s.count("unknown_id")).sum();
+    assert_eq!(unknown, 0, "a server saw an id it did not know");
+    // session_id stickiness pins each connection, not the browser: the
+    // connections spread over the servers, and each stays on its own.
+    let used: std::collections::HashSet<String> = json["transports"]
+        .as_object()
+        .expect("transports")
+        .values()
+        .flat_map(|r| r["clients"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["backends"][0].as_str().map(str::to_owned))
+        .collect();
+    assert!(used.len() > 1, "every connection on one server: {used:?}");
+    assert_eq!(h2.websockets, CLIENTS, "{h2:?}");
 }

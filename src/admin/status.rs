@@ -26,6 +26,8 @@ pub struct Status {
     pub draining: Vec<DrainingView>,
     /// Client listeners, by address.
     pub listeners: Vec<ListenerView>,
+    /// HTTP/2 to clients: connections, streams, WebSockets over HTTP/2.
+    pub http2: crate::metrics::h2::H2View,
 }
 
 /// A client listener's connections and limits.
@@ -169,6 +171,7 @@ impl Status {
             upstreams,
             draining,
             listeners,
+            http2: shared.metrics.h2.view(),
         }
     }
 }

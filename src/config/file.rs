@@ -69,6 +69,16 @@ pub struct ServerSection {
     /// How long an idle pooled backend connection is kept.
     #[serde(default = "default_pool_idle_timeout")]
     pub pool_idle_timeout: Dur,
+    /// HTTP/2 to clients (`config/h2.rs`, README "HTTP/2"): on TLS
+    /// listeners by ALPN (default on), on plain ones h2c with prior
+    /// knowledge (default off). A listener's own keys win over `[server]`'s.
+    pub http2: Option<Spanned<bool>>,
+    pub h2_max_concurrent_streams: Option<Spanned<u32>>,
+    pub h2_initial_window_size: Option<Spanned<Size>>,
+    pub h2_connection_window_size: Option<Spanned<Size>>,
+    pub h2_max_header_list_size: Option<Spanned<Size>>,
+    pub h2_max_pending_accept_reset_streams: Option<Spanned<usize>>,
+    pub h2_max_local_error_reset_streams: Option<Spanned<usize>>,
 }
 
 impl Default for ServerSection {
@@ -85,6 +95,13 @@ impl Default for ServerSection {
             access_log: AccessLog::default(),
             pool_max_idle: default_pool_idle_per_backend(),
             pool_idle_timeout: default_pool_idle_timeout(),
+            http2: None,
+            h2_max_concurrent_streams: None,
+            h2_initial_window_size: None,
+            h2_connection_window_size: None,
+            h2_max_header_list_size: None,
+            h2_max_pending_accept_reset_streams: None,
+            h2_max_local_error_reset_streams: None,
         }
     }
 }
@@ -163,6 +180,16 @@ pub struct ListenerSection {
     /// Peers (CIDRs) allowed to send that header; required with it.
     #[serde(default)]
     pub proxy_protocol_from: Vec<Spanned<String>>,
+    /// HTTP/2 to clients (`config/h2.rs`, README "HTTP/2"): on TLS
+    /// listeners by ALPN (default on), on plain ones h2c with prior
+    /// knowledge (default off). A listener's own keys win over `[server]`'s.
+    pub http2: Option<Spanned<bool>>,
+    pub h2_max_concurrent_streams: Option<Spanned<u32>>,
+    pub h2_initial_window_size: Option<Spanned<Size>>,
+    pub h2_connection_window_size: Option<Spanned<Size>>,
+    pub h2_max_header_list_size: Option<Spanned<Size>>,
+    pub h2_max_pending_accept_reset_streams: Option<Spanned<usize>>,
+    pub h2_max_local_error_reset_streams: Option<Spanned<usize>>,
 }
 
 /// What a listener speaks to its clients.

@@ -11,6 +11,7 @@ pub mod discover;
 pub mod dispatch;
 mod expect;
 pub mod file;
+pub mod h2;
 mod resilience;
 mod sticky;
 mod summary;
@@ -33,6 +34,7 @@ pub use dispatch::{LoadConfig, LoadFormat};
 
 pub use expect::Expect;
 pub use file::{AccessLog, Balance, ListenerMode, SameSite};
+pub use h2::H2Settings;
 pub use resilience::{AllDown, CheckConfig, CheckKind, Passive, RetryConfig};
 pub use sticky::{CookieSettings, HashKey, MIN_SECRET, Sticky};
 pub use summary::summary;
@@ -104,6 +106,8 @@ pub struct ListenerConfig {
     /// `proxy_protocol = true`: the peers allowed to send the header (every
     /// connection must start with one). `None`: no header is read.
     pub proxy_protocol: Option<Vec<Cidr>>,
+    /// HTTP/2 to clients (ALPN `h2` with TLS, h2c without); `None`: off.
+    pub http2: Option<H2Settings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,7 +376,10 @@ impl Validator<'_> {
         let mut listeners = Vec::new();
         for (i, l) in f.listeners.iter().enumerate() {
             let key = format!("listener[{i}]");
-            let lc = self.listener(&key, l, &upstreams)?;
+            let mut lc = self.listener(&key, l, &upstreams)?;
+            let tcp = lc.mode == ListenerMode::Tcp;
+            let tls = lc.tls.is_some();
+            lc.http2 = self.http2(&key, l, &f.server, tls, tcp, server.max_header_size)?;
             claim(lc.bind, l.bind.span(), &format!("{key}.bind"))?;
             listeners.push(lc);
         }
@@ -687,6 +694,7 @@ impl Validator<'_> {
             max_connections,
             max_connections_per_client,
             proxy_protocol,
+            http2: None,
         })
     }
 

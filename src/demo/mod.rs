@@ -104,6 +104,8 @@ secret = "{}"
     let mut config = Config::parse(&text, Path::new("<demo>"))?;
     let (key, cert_pem) = self_signed(&["localhost", "127.0.0.1"])?;
     config.listeners[0].tls = Some(config::tls_from_key(key));
+    // A TLS listener speaks HTTP/2 by default (ALPN h2), WebSockets included.
+    config.listeners[0].http2 = Some(config::H2Settings::defaults(config.server.max_header_size));
     let handle = crate::start(config).await?;
     Ok(Demo {
         handle,

@@ -56,7 +56,7 @@ impl<T> std::fmt::Debug for Rewind<T> {
 pub struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<ClientIo>>>>);
 
 impl OnUpgrade {
-    pub(super) fn new(rx: oneshot::Receiver<ClientIo>) -> OnUpgrade {
+    pub fn new(rx: oneshot::Receiver<ClientIo>) -> OnUpgrade {
         OnUpgrade(Arc::new(Mutex::new(Some(rx))))
     }
 }

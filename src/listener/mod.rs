@@ -1,6 +1,7 @@
 //! Accepting clients: the accept loop of each listener, the TLS handshake, and
-//! the HTTP/1.1 server (`crate::http1`) that runs [`proxy::handle`] for each
-//! request.
+//! the HTTP/1.1 server (`crate::http1`) or the HTTP/2 one (`crate::h2`: by
+//! ALPN `h2` with TLS, by its preface on a plain `http2 = true` listener)
+//! that runs [`proxy::handle`] for each request.
 //!
 //! One task per connection. A failed handshake, a slow or malformed client, or
 //! a reset costs only that connection's task. Stopping is in two steps: stop
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::config::ServerSettings;
+use crate::config::{H2Settings, ServerSettings};
 use crate::http1;
 use crate::proxy::{self, ConnInfo, Shared};
 use backoff::AcceptBackoff;
@@ -168,12 +169,19 @@ impl ConnCtx {
         info.local = local;
         let info = Arc::new(info);
         match acceptor {
-            None => self.serve(WithSlot::new(stream, slot), info, &server).await,
+            None => {
+                self.serve(WithSlot::new(stream, slot), info, &server, false)
+                    .await
+            }
             Some(acceptor) => {
                 let handshake =
                     tokio::time::timeout(server.tls_handshake_timeout, acceptor.accept(stream));
                 match handshake.await {
-                    Ok(Ok(tls)) => self.serve(WithSlot::new(tls, slot), info, &server).await,
+                    Ok(Ok(tls)) => {
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        self.serve(WithSlot::new(tls, slot), info, &server, h2)
+                            .await
+                    }
                     Ok(Err(e)) => {
                         self.shared.metrics.tls_handshake_failure();
                         debug!(%peer, "TLS handshake failed: {e}");
@@ -187,11 +195,51 @@ impl ConnCtx {
         }
     }
 
-    async fn serve<I: http1::Io>(&self, io: I, info: Arc<ConnInfo>, server: &ServerSettings) {
+    /// Serves one client; `alpn_h2`: TLS chose HTTP/2.
+    async fn serve<I: http1::Io>(
+        &self,
+        mut io: I,
+        info: Arc<ConnInfo>,
+        server: &ServerSettings,
+        alpn_h2: bool,
+    ) {
         // L4 stream mode: bytes, not HTTP (`stream/`).
         if let Some(up) = info.routes.as_deref().and_then(crate::stream::upstream_of) {
             return crate::stream::serve(&self.shared, io, info.peer, info.local, up).await;
         }
+        let h2 = info.routes.as_deref().and_then(|r| r.http2);
+        if alpn_h2 {
+            // A reload may have turned HTTP/2 off since the handshake.
+            let h = h2.unwrap_or_else(|| H2Settings::defaults(server.max_header_size));
+            return self.serve_h2(io, info, server, &h).await;
+        }
+        if let (false, Some(h)) = (info.tls, h2) {
+            // h2c with prior knowledge, or HTTP/1.1: the first bytes say.
+            let (is_h2, seen) = match crate::h2::sniff(&mut io, server.header_timeout).await {
+                Ok(v) => v,
+                Err(e) => return debug!(peer = %info.peer, "closed before a request: {e}"),
+            };
+            let io = http1::Rewind::new(io, &seen);
+            return match is_h2 {
+                true => self.serve_h2(io, info, server, &h).await,
+                false => self.serve_h1(io, info, server).await,
+            };
+        }
+        self.serve_h1(io, info, server).await
+    }
+
+    async fn serve_h2<I: http1::Io>(
+        &self,
+        io: I,
+        info: Arc<ConnInfo>,
+        server: &ServerSettings,
+        h: &H2Settings,
+    ) {
+        let shared = self.shared.clone();
+        crate::h2::serve(io, shared, info, h, server, &self.drain).await
+    }
+
+    async fn serve_h1<I: http1::Io>(&self, io: I, info: Arc<ConnInfo>, server: &ServerSettings) {
         let peer = info.peer;
         let settings = http1::Settings {
             header_timeout: server.header_timeout,

@@ -1,4 +1,5 @@
-//! TLS for listeners: rustls with TLS 1.2 and 1.3 only, ALPN `http/1.1`, and a
+//! TLS for listeners: rustls with TLS 1.2 and 1.3 only, ALPN `h2` (when the
+//! listener speaks HTTP/2) then `http/1.1`, and a
 //! certificate chosen by the SNI name the client sends (exact name first, then
 //! a `*.suffix` wildcard, then the listener's default certificate).
 
@@ -39,12 +40,15 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A TLS acceptor serving `settings`.
-pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, rustls::Error> {
+/// A TLS acceptor serving `settings`, offering `h2` first when `http2`.
+pub fn acceptor(settings: &TlsSettings, http2: bool) -> Result<TlsAcceptor, rustls::Error> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver(settings.clone())));
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = match http2 {
+        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        false => vec![b"http/1.1".to_vec()],
+    };
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -49,6 +49,8 @@ pub struct Entry {
     pub peer: SocketAddr,
     pub method: Method,
     pub target: http::uri::PathAndQuery,
+    /// The client's protocol: `HTTP/1.1`, or `HTTP/2.0` on an HTTP/2 stream.
+    pub version: http::Version,
     pub status: StatusCode,
     pub served: Option<Served>,
     pub started: Instant,
@@ -67,6 +69,8 @@ struct RequestLine<'a> {
     client: SocketAddr,
     method: &'a str,
     target: &'a str,
+    /// `HTTP/1.1`, `HTTP/1.0` or `HTTP/2.0`.
+    protocol: &'a str,
     status: u16,
     bytes: u64,
     upstream: Option<&'a str>,
@@ -124,14 +128,21 @@ impl super::body::OnEnd for Entry {
             .user_agent
             .as_ref()
             .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        // Text lines name the protocol only when it is not HTTP/1.x, so
+        // they read as before for HTTP/1.1 clients.
+        let h2 = match self.version {
+            http::Version::HTTP_2 => " HTTP/2.0",
+            _ => "",
+        };
         match self.format {
             AccessLog::Off => {}
             AccessLog::Text => info!(
                 target: "access",
-                "{} \"{} {}\" {} {} {} {} {:.3} {} {} {} {:?}",
+                "{} \"{} {}{}\" {} {} {} {} {:.3} {} {} {} {:?}",
                 self.peer,
                 self.method,
                 self.target,
+                h2,
                 self.status.as_u16(),
                 bytes,
                 upstream.unwrap_or("-"),
@@ -148,6 +159,7 @@ impl super::body::OnEnd for Entry {
                 client: self.peer,
                 method: self.method.as_str(),
                 target: self.target.as_str(),
+                protocol: version_str(self.version),
                 status: self.status.as_u16(),
                 bytes,
                 upstream,
@@ -159,6 +171,17 @@ impl super::body::OnEnd for Entry {
                 user_agent,
             }),
         }
+    }
+}
+
+/// `HTTP/1.1` and the like, as request lines write it.
+fn version_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -218,6 +241,7 @@ mod tests {
             client: "127.0.0.1:5000".parse().unwrap(),
             method: "GET",
             target: "/a?\"b\"",
+            protocol: "HTTP/2.0",
             status: 200,
             bytes: 2,
             upstream: None,

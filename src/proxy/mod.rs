@@ -109,6 +109,7 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let routing = shared.routing.load_full();
     let method = req.method().clone();
+    let version = req.version();
     let trusted = routing
         .listeners
         .get(&conn.listener)
@@ -162,6 +163,7 @@ pub async fn handle(
         peer: conn.peer,
         method,
         target,
+        version,
         status,
         served,
         started,

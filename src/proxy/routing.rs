@@ -81,6 +81,8 @@ pub struct ListenerRoutes {
     /// `proxy_protocol = true`: who may send the header every connection
     /// starts with. `None`: no header is read.
     pub proxy_protocol: Option<Vec<Cidr>>,
+    /// HTTP/2 settings for new connections; `None`: HTTP/1.1 only.
+    pub http2: Option<crate::config::H2Settings>,
 }
 
 impl ListenerRoutes {
@@ -145,6 +147,7 @@ impl Routing {
                     routes: l.routes.clone(),
                     trusted_proxies: l.trusted_proxies.clone(),
                     proxy_protocol: l.proxy_protocol.clone(),
+                    http2: l.http2,
                 };
                 (*id, Arc::new(routes))
             })
@@ -194,6 +197,7 @@ mod tests {
             ],
             trusted_proxies: vec![],
             proxy_protocol: None,
+            http2: None,
         };
         let up = |h, p| t.find(h, p).map(|r| r.upstream.as_str());
         assert_eq!(up("chat.test", "/socket.io/?EIO=4"), Some("io"));

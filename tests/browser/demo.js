@@ -6,7 +6,7 @@
 //
 // Uses the system Chromium at /usr/bin/chromium (or $CHROMIUM) through
 // playwright-core, which never downloads a browser. On success prints one JSON
-// line {"backend": ..., "ws": ..., "poll": ...} and exits 0; on failure prints
+// line {"backend": ..., "ws": ..., "poll": ..., "protocol": ...} and exits 0; on failure prints
 // the statuses and the page's console messages and exits 1.
 "use strict";
 
@@ -63,6 +63,11 @@ async function main() {
       backend: (await page.textContent("#backend").catch(() => null)) ?? null,
       ws: (await page.textContent("#ws-status").catch(() => null)) ?? null,
       poll: (await page.textContent("#poll-status").catch(() => null)) ?? null,
+      // The protocol the page itself came over ("h2" or "http/1.1").
+      protocol:
+        (await page
+          .evaluate(() => performance.getEntriesByType("navigation")[0]?.nextHopProtocol)
+          .catch(() => null)) ?? null,
     });
 
     let ok = false;

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod dns;
 pub mod faults;
 pub mod faulty;
+pub mod h2;
 pub mod haproxy;
 pub mod http_client;
 pub mod lb;
