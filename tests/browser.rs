@@ -285,6 +285,36 @@ async fn chromium_sees_the_close_codes() {
 /// Three socket.io servers behind two latch instances with one config;
 /// headless Chromium with every cookie blocked runs socket.io clients whose
 /// connections go to a random instance (`tests/browser/socketio_no_cookies.js`).
+/// Three Node servers (`server.js` in `app_dir`, named s0..s2) and their
+/// `servers = [...]` list for an upstream.
+async fn three_node_servers(app_dir: &Path) -> (Vec<support::node::NodeServer>, String) {
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(
+            support::node::NodeServer::spawn(app_dir, "server.js", &format!("s{i}"), &[]).await,
+        );
+    }
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
+        .collect();
+    (servers, list.join(", "))
+}
+
+/// One listener in front of round-robin upstream `up` over `servers` with
+/// `mode` stickiness; TLS from `srv.crt`/`srv.key` when `tls`.
+fn sticky_config(up: &str, servers: &str, mode: &str, tls: bool) -> String {
+    let tls = match tls {
+        true => "tls = { cert = \"srv.crt\", key = \"srv.key\" }\n",
+        false => "",
+    };
+    format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"{up}\"\n{tls}\n\
+         [upstream.{up}]\nbalance = \"round_robin\"\nservers = [{servers}]\n\n\
+         [upstream.{up}.sticky]\nmode = \"{mode}\"\nsecret = \"browser-test-secret-0123456789\"\n"
+    )
+}
+
 async fn socketio_without_cookies(mode: &str) -> (serde_json::Value, usize) {
     ensure_chromium().await;
     require_tool("node", "apt-get install -y nodejs npm").await;
@@ -293,21 +323,8 @@ async fn socketio_without_cookies(mode: &str) -> (serde_json::Value, usize) {
     ensure_node_modules(&dir).await;
     let io_dir = support::node::node_dir("socketio");
     support::node::ensure_npm_ci(&io_dir, &["socket.io", "socket.io-client"]);
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        servers.push(
-            support::node::NodeServer::spawn(&io_dir, "server.js", &format!("s{i}"), &[]).await,
-        );
-    }
-    let list: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
-        .collect();
-    let config = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"io\"\n\n[upstream.io]\nbalance = \"round_robin\"\n\
-         servers = [{}]\n\n[upstream.io.sticky]\nmode = \"{mode}\"\nsecret = \"browser-test-secret-0123456789\"\n",
-        list.join(", ")
-    );
+    let (servers, list) = three_node_servers(&io_dir).await;
+    let config = sticky_config("io", &list, mode, false);
     let a = support::spawn_lb(&config).await;
     let b = support::spawn_lb(&config).await;
     let json = support::node::run_node_json(
@@ -380,25 +397,10 @@ async fn chromium_runs_socketio_over_h2() {
     ensure_node_modules(&dir).await;
     let io_dir = support::node::node_dir("socketio");
     support::node::ensure_npm_ci(&io_dir, &["socket.io", "socket.io-client"]);
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        servers.push(
-            support::node::NodeServer::spawn(&io_dir, "server.js", &format!("s{i}"), &[]).await,
-        );
-    }
-    let list: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
-        .collect();
+    let (servers, list) = three_node_servers(&io_dir).await;
     let certs = tempfile::tempdir().expect("tempdir");
     support::write_cert_files(certs.path(), "srv", &["localhost"]);
-    let config = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"io\"\n\
-         tls = {{ cert = \"srv.crt\", key = \"srv.key\" }}\n\n\
-         [upstream.io]\nbalance = \"round_robin\"\nservers = [{}]\n\n\
-         [upstream.io.sticky]\nmode = \"session_id\"\nsecret = \"browser-test-secret-0123456789\"\n",
-        list.join(", ")
-    );
+    let config = sticky_config("io", &list, "session_id", true);
     let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
     let json = support::node::run_node_json(
         &dir,
@@ -463,25 +465,10 @@ async fn chromium_runs_signalr_over_h2() {
         "no browser bundle at {}",
         bundle.display()
     );
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        servers.push(
-            support::node::NodeServer::spawn(&hub_dir, "server.js", &format!("s{i}"), &[]).await,
-        );
-    }
-    let list: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ addr = \"{}\" }}", s.addr()))
-        .collect();
+    let (servers, list) = three_node_servers(&hub_dir).await;
     let certs = tempfile::tempdir().expect("tempdir");
     support::write_cert_files(certs.path(), "srv", &["localhost"]);
-    let config = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\nupstream = \"hub\"\n\
-         tls = {{ cert = \"srv.crt\", key = \"srv.key\" }}\n\n\
-         [upstream.hub]\nbalance = \"round_robin\"\nservers = [{}]\n\n\
-         [upstream.hub.sticky]\nmode = \"session_id\"\nsecret = \"browser-test-secret-0123456789\"\n",
-        list.join(", ")
-    );
+    let config = sticky_config("hub", &list, "session_id", true);
     let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
     let json = support::node::run_node_json(
         &dir,
