@@ -410,3 +410,32 @@ async fn an_idle_connection_gets_goaway_a_busy_one_does_not() {
     assert_eq!(read_until_goaway(&mut raw).await, Some(NO_ERROR));
     assert!(started.elapsed() < TIMEOUT);
 }
+
+/// A `CONNECT` latch does not tunnel (no `:protocol`: 405; an unknown one:
+/// 501) is answered on its stream and counted in `latch_requests_total`
+/// like any other request, not lost before the request path.
+#[tokio::test]
+async fn a_refused_connect_is_answered_and_counted() {
+    let b = spawn_backend("b1").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lb = spawn_lb_in(&config(dir.path(), &[b.addr], "", ""), Some(dir.path())).await;
+    let mut h2 = h2_tls(lb.addr(), &cert(dir.path())).await;
+    let connect = Request::connect("localhost:8443")
+        .body(Full::default())
+        .expect("request");
+    let (status, _, _) = h2_request(&mut h2, connect).await.expect("CONNECT");
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _, _) = h2_get(&mut h2, "localhost", "/name").await;
+    assert_eq!(status, StatusCode::OK);
+    let (code, _, body) = http_get(admin(&lb), "localhost", "/metrics").await;
+    assert_eq!(code, StatusCode::OK);
+    let text = String::from_utf8_lossy(&body);
+    let count = |class: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("latch_requests_total{") && l.contains(class))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("class=\"4xx\""), 1.0, "{text}");
+    assert_eq!(count("class=\"2xx\""), 1.0, "{text}");
+}

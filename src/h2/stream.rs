@@ -75,14 +75,19 @@ pub(super) async fn serve(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response
         .get::<hyper::ext::Protocol>()
         .map(|p| p.as_str().to_owned());
     let kind = convert::kind(req.method(), protocol.as_deref());
-    if let Kind::Refused(status, why) = kind {
-        return own(status, why, Some(guard));
-    }
-    if let Err(why) = convert::request(&mut req, kind) {
-        return own(StatusCode::BAD_REQUEST, why, Some(guard));
-    }
-    if kind == Kind::Plain {
-        let req = req.map(|b| b.map_err(BoxError::from).boxed());
+    // A refusal still goes through `proxy::handle`, so that it is counted
+    // and has its access-log line like any other answer.
+    let refuse = match kind {
+        Kind::Refused(status, why) => Some(proxy::Refuse(status, why)),
+        _ => convert::request(&mut req, kind)
+            .err()
+            .map(|why| proxy::Refuse(StatusCode::BAD_REQUEST, why)),
+    };
+    if kind == Kind::Plain || refuse.is_some() {
+        let mut req = req.map(|b| b.map_err(BoxError::from).boxed());
+        if let Some(refuse) = refuse {
+            req.extensions_mut().insert(refuse);
+        }
         let resp = proxy::handle(ctx.shared.clone(), ctx.info.clone(), req).await;
         let (mut parts, body) = resp.into_parts();
         convert::response_headers(&mut parts.headers);

@@ -36,6 +36,10 @@ pub enum ProxyError {
     ClientTimeout(Duration),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// Refused before routing by the protocol layer (an HTTP/2 `CONNECT`
+    /// latch does not tunnel, say), with the status it chose.
+    #[error("refused: {1}")]
+    Refused(StatusCode, &'static str),
     /// A dispatch route found every server full or down.
     #[error("dispatch: every server of {upstream} is full or down")]
     Overloaded { upstream: String, retry_after: u64 },
@@ -60,6 +64,7 @@ impl ProxyError {
             ProxyError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ConnectTimeout(_) | ProxyError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Refused(status, _) => *status,
         }
     }
 
@@ -111,7 +116,10 @@ impl ProxyError {
     pub fn client_fault(&self) -> bool {
         matches!(
             self,
-            ProxyError::ClientBody(_) | ProxyError::ClientTimeout(_) | ProxyError::BadRequest(_)
+            ProxyError::ClientBody(_)
+                | ProxyError::ClientTimeout(_)
+                | ProxyError::BadRequest(_)
+                | ProxyError::Refused(..)
         )
     }
 

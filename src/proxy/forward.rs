@@ -55,6 +55,9 @@ pub(super) async fn forward(
     mut req: Request<Body>,
     id: &headers::RequestId,
 ) -> Result<(Response<Body>, Served), ProxyError> {
+    if let Some(super::Refuse(status, why)) = req.extensions_mut().remove() {
+        return Err(ProxyError::Refused(status, why));
+    }
     let routes = routing
         .listeners
         .get(&conn.listener)

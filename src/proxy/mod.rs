@@ -100,6 +100,12 @@ impl ConnInfo {
     }
 }
 
+/// Put in a request's extensions by a protocol layer that has already
+/// decided to refuse it (with this status and reason): [`handle`] answers it
+/// without routing it, and counts and logs it like any other request.
+#[derive(Debug, Clone, Copy)]
+pub struct Refuse(pub http::StatusCode, pub &'static str);
+
 /// One request, start to end: never fails; every error becomes a response.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -127,7 +133,9 @@ pub async fn handle(
         Ok((resp, served)) => (resp, Some(served)),
         Err(e) => {
             let status = e.status().as_u16();
-            if e.status().is_server_error() {
+            // A client's own fault (a refused HTTP/2 CONNECT answers 501)
+            // is no warning: clients could flood the log with it.
+            if e.status().is_server_error() && !e.client_fault() {
                 warn!(peer = %conn.peer, %method, %target, status, "{e}");
             } else {
                 debug!(peer = %conn.peer, %method, %target, status, "{e}");
