@@ -90,3 +90,27 @@ pub async fn wait_all_idle(lb: &Lb) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Every backend of every upstream, with its upstream's name.
+pub fn all_backends(lb: &Lb) -> Vec<(String, Arc<latch::backend::Backend>)> {
+    let snap = lb.handle.snapshot();
+    let mut out = Vec::new();
+    for (name, up) in &snap.upstreams {
+        for b in &up.backends {
+            out.push((name.clone(), b.clone()));
+        }
+    }
+    out
+}
+
+/// Asserts that no backend of `lb` counts a request or tunnel in flight.
+pub fn assert_all_idle(lb: &Lb, when: &str) {
+    for (up, b) in all_backends(lb) {
+        assert_eq!(
+            (b.active(), b.tunnels()),
+            (0, 0),
+            "{when}: backend {} of upstream `{up}` still counts (active, tunnels)",
+            b.addr
+        );
+    }
+}

@@ -49,13 +49,16 @@ pub use http_client::{
     raw_exchange_open, read_body, send_request, try_http_request,
 };
 pub use lb::{
-    Lb, counts, lb_backend, lb_backends, servers, simple_config, spawn_lb, spawn_lb_in,
-    wait_all_idle,
+    Lb, all_backends, assert_all_idle, counts, lb_backend, lb_backends, servers, simple_config,
+    spawn_lb, spawn_lb_in, wait_all_idle,
 };
 #[allow(unused_imports)]
 pub use pattern::{Checksum, PatternBody, checksum, pattern_byte, pattern_bytes, pattern_checksum};
 #[allow(unused_imports)]
-pub use raw_http::{RawResponse, parse_response, raw_get, raw_in_pieces, raw_request};
+pub use raw_http::{
+    RawResponse, parse_response, raw_get, raw_in_pieces, raw_request, read_until_closed,
+    status_line,
+};
 #[allow(unused_imports)]
 pub use tls::{
     cert_der, https_get, https_request, self_signed, tls_acceptor, tls_connect, tls_connector,

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::TIMEOUT;
+use std::time::Duration;
+
 use super::http_client::{Echo, parse_echo, raw_exchange_open};
+use super::{TIMEOUT, within_for};
 
 /// A response as it came over the wire.
 #[derive(Clone)]
@@ -154,4 +156,28 @@ pub async fn raw_in_pieces(addr: SocketAddr, bytes: &[u8], piece: usize) -> Vec<
         Ok(out) => out,
         Err(_) => panic!("raw_in_pieces with {addr}: no EOF after {TIMEOUT:?}"),
     }
+}
+
+/// The status line of a raw HTTP response (empty when nothing came back).
+pub fn status_line(raw: &[u8]) -> String {
+    let end = raw
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Reads until EOF or a reset, bounded by `limit`; returns what arrived.
+pub async fn read_until_closed(s: &mut TcpStream, limit: Duration, what: &str) -> Vec<u8> {
+    within_for(limit, what, async {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
 }
