@@ -21,6 +21,7 @@ pub mod node;
 pub mod pattern;
 pub mod raw_http;
 pub mod redis;
+pub mod reload;
 pub mod sticky;
 pub mod storm;
 pub mod tls;
