@@ -143,7 +143,7 @@ pub(super) async fn forward(
         // Upgrades are admitted by `max_upgrades_per_sec`, judged now.
         key.upgrade = Some(crate::backend::admission::now_ns());
     }
-    let attempt = Attempts {
+    let mut attempt = Attempts {
         shared,
         settings: &routing.server,
         upstream: &upstream,
@@ -209,7 +209,8 @@ struct Answer {
 impl Attempts<'_> {
     /// The retry loop.
     async fn run(
-        self,
+        // By reference, as `finish`: the caller holds the attempts once.
+        &mut self,
         key: &RequestKey<'_>,
         mut body: ReqBody,
     ) -> Result<(Response<Body>, Served), ProxyError> {
@@ -382,7 +383,9 @@ impl Attempts<'_> {
     /// The accepted answer, on its way to the client: a `101` becomes a
     /// tunnel, anything else streams back holding its backend slot until done.
     async fn finish(
-        mut self,
+        // By reference: `run` owns the attempts, and a copy of them here
+        // would be carried twice in every request's future.
+        &mut self,
         answer: Answer,
         attempts: usize,
     ) -> Result<(Response<Body>, Served), ProxyError> {
@@ -415,16 +418,24 @@ impl Attempts<'_> {
                 .filter(|_| small && response.status() == StatusCode::OK)
             {
                 let metrics = &self.shared.metrics;
-                let response = handshake::rewrite(response, body, up.timeouts.read, backend, |b| {
-                    let tagged = select::tag_handshake(up, kind, backend, b);
-                    let event = if tagged.is_some() {
-                        "tagged"
-                    } else {
-                        "not_tagged"
-                    };
-                    metrics.session_id(&up.name, event);
-                    tagged
-                })
+                // Boxed: a rare path whose ~1 KiB future would otherwise
+                // be part of every request's future, and of every move of it.
+                let response = Box::pin(handshake::rewrite(
+                    response,
+                    body,
+                    up.timeouts.read,
+                    backend,
+                    |b| {
+                        let tagged = select::tag_handshake(up, kind, backend, b);
+                        let event = if tagged.is_some() {
+                            "tagged"
+                        } else {
+                            "not_tagged"
+                        };
+                        metrics.session_id(&up.name, event);
+                        tagged
+                    },
+                ))
                 .await?;
                 return Ok((response, served));
             }
