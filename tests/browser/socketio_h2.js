@@ -7,8 +7,8 @@
 //
 //   node socketio_h2.js '{"url": "https://localhost:PORT", "clients": 8, "echoes": 6}'
 //
-// Prints one JSON line {protocol, clients: [{hello, backends, errors,
-// upgraded, details}], totals: {echoes, errors, upgraded}} and exits 0, or
+// Prints one JSON line (what socketio_page.js's runClients gives: protocol,
+// cookieEnabled, cookies, clients, totals) and exits 0, or
 // prints the error and exits 1. Uses /usr/bin/chromium (or $CHROMIUM)
 // through playwright-core.
 "use strict";
@@ -17,6 +17,7 @@ const fs = require("fs");
 const os = require("os");
 const path = require("path");
 const { chromium } = require("playwright-core");
+const { runClients } = require("./socketio_page");
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const WAIT_MS = 30000;
@@ -53,61 +54,12 @@ async function main() {
     const script = `${config.url}/socket.io/socket.io.min.js`;
     await page.goto(script, { timeout: WAIT_MS });
     await page.addScriptTag({ url: script });
-    const got = await page.evaluate(
-      async ({ clients, echoes, waitMs }) => {
-        const one = (index) =>
-          new Promise((resolve) => {
-            const r = { hello: null, backends: [], errors: 0, upgraded: false, details: [] };
-            const socket = io({ forceNew: true, reconnection: false, timeout: waitMs });
-            const timer = setTimeout(() => finish("deadline"), waitMs);
-            let done = false;
-            function finish(err) {
-              if (done) return;
-              done = true;
-              clearTimeout(timer);
-              if (err) {
-                r.errors += 1;
-                r.details.push(String(err));
-              }
-              r.upgraded = !!(socket.io.engine && socket.io.engine.transport.name === "websocket");
-              socket.disconnect();
-              resolve(r);
-            }
-            socket.on("hello", (name) => { r.hello = name; });
-            socket.on("connect_error", (e) => finish(`connect_error: ${e.message} ${e.description || ""}`));
-            socket.on("disconnect", (reason) => {
-              if (reason !== "io client disconnect") finish(`disconnect: ${reason}`);
-            });
-            socket.on("connect", async () => {
-              try {
-                for (let i = 0; i < echoes; i++) {
-                  if (i === Math.floor(echoes / 2)) {
-                    const t0 = Date.now();
-                    while (socket.io.engine.transport.name !== "websocket" && Date.now() - t0 < 3000) {
-                      await new Promise((ok) => setTimeout(ok, 20));
-                    }
-                  }
-                  const a = await socket.timeout(10000).emitWithAck("echo", { client: index, i });
-                  r.backends.push(a.backend);
-                }
-                finish(null);
-              } catch (e) {
-                finish(`echo: ${e}`);
-              }
-            });
-          });
-        // All at once: one HTTP/2 connection carries them.
-        const out = await Promise.all([...Array(clients).keys()].map(one));
-        const nav = performance.getEntriesByType("navigation")[0];
-        return { protocol: nav ? nav.nextHopProtocol : null, clients: out };
-      },
-      { clients: config.clients ?? 8, echoes: config.echoes ?? 6, waitMs: 20000 },
-    );
-    got.totals = {
-      echoes: got.clients.reduce((n, c) => n + c.backends.length, 0),
-      errors: got.clients.reduce((n, c) => n + c.errors, 0),
-      upgraded: got.clients.filter((c) => c.upgraded).length,
-    };
+    const got = await runClients(page, {
+      clients: config.clients ?? 8,
+      echoes: config.echoes ?? 6,
+      // All at once: one HTTP/2 connection carries them.
+      together: true,
+    });
     console.log(JSON.stringify(got));
     return 0;
   } finally {
