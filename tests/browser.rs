@@ -315,6 +315,18 @@ fn sticky_config(up: &str, servers: &str, mode: &str, tls: bool) -> String {
     )
 }
 
+/// latch on one TLS listener (a certificate for `localhost`, kept in the
+/// returned directory) in front of `up` over `servers`, `session_id` sticky.
+async fn tls_session_id_lb(up: &str, servers: &str) -> (support::Lb, tempfile::TempDir) {
+    let certs = tempfile::tempdir().expect("tempdir");
+    support::write_cert_files(certs.path(), "srv", &["localhost"]);
+    let config = sticky_config(up, servers, "session_id", true);
+    (
+        support::spawn_lb_in(&config, Some(certs.path())).await,
+        certs,
+    )
+}
+
 async fn socketio_without_cookies(mode: &str) -> (serde_json::Value, usize) {
     ensure_chromium().await;
     require_tool("node", "apt-get install -y nodejs npm").await;
@@ -398,10 +410,7 @@ async fn chromium_runs_socketio_over_h2() {
     let io_dir = support::node::node_dir("socketio");
     support::node::ensure_npm_ci(&io_dir, &["socket.io", "socket.io-client"]);
     let (servers, list) = three_node_servers(&io_dir).await;
-    let certs = tempfile::tempdir().expect("tempdir");
-    support::write_cert_files(certs.path(), "srv", &["localhost"]);
-    let config = sticky_config("io", &list, "session_id", true);
-    let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
+    let (lb, _certs) = tls_session_id_lb("io", &list).await;
     let json = support::node::run_node_json(
         &dir,
         "socketio_h2.js",
@@ -466,10 +475,7 @@ async fn chromium_runs_signalr_over_h2() {
         bundle.display()
     );
     let (servers, list) = three_node_servers(&hub_dir).await;
-    let certs = tempfile::tempdir().expect("tempdir");
-    support::write_cert_files(certs.path(), "srv", &["localhost"]);
-    let config = sticky_config("hub", &list, "session_id", true);
-    let lb = support::spawn_lb_in(&config, Some(certs.path())).await;
+    let (lb, _certs) = tls_session_id_lb("hub", &list).await;
     let json = support::node::run_node_json(
         &dir,
         "signalr_h2.js",
