@@ -49,6 +49,7 @@ pub mod proxy_protocol;
 mod reload;
 pub mod sticky;
 pub mod stream;
+mod woken;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -6,15 +6,19 @@ const fs = require('fs');
 const [raw, header, notes, chart] = process.argv.slice(2);
 const headerText = fs.readFileSync(header, 'utf8');
 
+// Each metric of each target, once per round (run.sh ROUNDS): what is shown is the median.
 const v = {};
 for (const line of fs.readFileSync(raw, 'utf8').split('\n')) {
   const [m, t, x] = line.split('\t');
-  if (!m || x === undefined) continue;
-  (v[m] ||= {})[t] = x === '' ? NaN : Number(x);
+  if (!m || x === undefined || x === '' || Number.isNaN(Number(x))) continue;
+  ((v[m] ||= {})[t] ||= []).push(Number(x));
 }
+const all = (metric, target) => ((v[metric] || {})[target] || []).slice().sort((a, b) => a - b);
 const get = (metric, target) => {
-  const x = (v[metric] || {})[target];
-  return x === undefined || Number.isNaN(x) ? undefined : x;
+  const xs = all(metric, target);
+  if (!xs.length) return undefined;
+  const mid = xs.length >> 1;
+  return xs.length % 2 ? xs[mid] : (xs[mid - 1] + xs[mid]) / 2;
 };
 
 const PROXIES = ['latch', 'nginx', 'haproxy'];
@@ -52,10 +56,20 @@ let out = headerText;
 out += '\n![proxy CPU per operation: latch, nginx, HAProxy](chart.svg)\n';
 
 out += '\n## Proxy CPU time per operation (lower is better)\n\n';
+const ROUNDS = Math.max(1, ...Object.values(v).flatMap((byTarget) => Object.values(byTarget).map((xs) => xs.length)));
+if (ROUNDS > 1) {
+  out += `Each figure is the median of the ${ROUNDS} rounds (the range in brackets); ` +
+    'the ratio is of the medians.\n\n';
+}
+// The median, and the range over the rounds when there were several.
+const withRange = (metric, t) => {
+  const xs = all(metric, t);
+  return xs.length > 1 ? `${fmt(get(metric, t))} (${fmt(xs[0])}–${fmt(xs[xs.length - 1])})` : fmt(get(metric, t));
+};
 out += '| operation | unit | latch | nginx | HAProxy | latch ÷ better of nginx/HAProxy |\n|---|---|---|---|---|---|\n';
 for (const { metric, label, unit } of COST) {
   const { ratio, best } = vsBest(metric);
-  out += `| ${label} | ${unit} | ${PROXIES.map((t) => fmt(get(metric, t))).join(' | ')} | ` +
+  out += `| ${label} | ${unit} | ${PROXIES.map((t) => withRange(metric, t)).join(' | ')} | ` +
     `${ratioText(ratio)}${best ? ` (vs ${NAME[best]})` : ''} |\n`;
 }
 

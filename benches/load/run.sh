@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: latch vs nginx vs HAProxy vs direct (issues 6 and 9).
 #
-#   benches/load/run.sh              # whole run: about 5 minutes, plus the first release builds
+#   benches/load/run.sh              # whole run: about 17 minutes (3 rounds), plus the first release builds
 #   PUBLISH=1 benches/load/run.sh    # also copy the table and chart to benches/load/
 #
 # What it reports, per target, in one run:
@@ -35,6 +35,9 @@
 #   TARGETS ["direct latch nginx haproxy"]
 #   SUITES ["http tcp"]  http: HTTP/HTTPS/WS/WSS and memory; tcp: the L4 rows
 #   TCP_CONNS [16]       concurrent connections for the TCP bulk and new-connection loads
+#   ROUNDS [3]           rounds of the CPU measurements, the targets' order rotated each
+#                        round; the report shows each figure's median and range (the
+#                        machine's noise moves single runs by ±10%); memory is measured once
 #   PUBLISH [0]          1: copy results to benches/load/results.md and results.svg
 #
 # Needs: wrk, nginx (+ libnginx-mod-stream for nginx `stream`), haproxy (Debian:
@@ -56,6 +59,7 @@ TARGETS="${TARGETS:-direct latch nginx haproxy}"
 PUBLISH="${PUBLISH:-0}"
 SUITES="${SUITES:-http tcp}"
 TCP_CONNS="${TCP_CONNS:-16}"
+ROUNDS="${ROUNDS:-3}"
 CERT="$ROOT/certs/dev.pem"
 KEY="$ROOT/certs/dev-key.pem"
 HZ="$(getconf CLK_TCK)"
@@ -520,8 +524,13 @@ run_mem() { # target (proxy freshly started, PROXY_PID set)
 }
 
 # ---------------------------------------------------------------- measurements
-for t in $TARGETS; do
-  log "== $t"
+# The targets in ROUNDS rounds, the order rotated each round, so that no target always
+# runs at the same point of the machine's drift.
+read -ra TLIST <<<"$TARGETS"
+for ((round = 0; round < ROUNDS; round++)); do
+for ((i = 0; i < ${#TLIST[@]}; i++)); do
+  t=${TLIST[$(((i + round) % ${#TLIST[@]}))]}
+  log "== $t (round $((round + 1)) of $ROUNDS)"
   start_proxy "$t" || { NOTES+=("$t did not start; see target/bench/logs/$t.log"); stop_proxy; continue; }
   if [[ " $SUITES " == *" tcp "* ]]; then
     run_tcp tcpbulk "$t" tcp-bulk
@@ -534,12 +543,13 @@ for t in $TARGETS; do
     run_ws ws "$t" "ws://$HOST:${WS_PORT[$t]}/ws"
     run_ws wss "$t" "wss://$HOST:${WSS_PORT[$t]}/ws"
   fi
-  if [ "$t" != direct ] && [[ " $SUITES " == *" http "* ]]; then
+  if ((round == 0)) && [ "$t" != direct ] && [[ " $SUITES " == *" http "* ]]; then
     stop_proxy; sleep 1
     start_proxy "$t" && run_mem "$t"
   fi
   stop_proxy
   sleep 1
+done
 done
 
 # ---------------------------------------------------------------- report
@@ -554,7 +564,7 @@ HDR="$OUT/header.md"
   echo "- backends: 2 HTTP (one nginx, ports $BE_HTTP1/$BE_HTTP2, \`return 200 \"ok\"\`), 2 WS echo (\`wsload echo-server\`, ports $BE_WS1/$BE_WS2), round robin; direct = the client talks to one backend port (HTTPS/WSS direct: the backend's own TLS)"
   echo "- proxies: latch workers = 0, nginx worker_processes auto, HAProxy nbthread 2; all on one $(nproc)-core machine together with the backends and the load generator"
   echo "- TCP (L4) mode: latch \`mode = \"tcp\"\`, nginx \`stream\`, HAProxy \`mode tcp\`, round robin over two \`wsload tcp-server\` echo backends (ports $BE_TCP1/$BE_TCP2); bulk: $TCP_CONNS connections each writing 64 KiB chunks for ${DURATION}s and reading the echo, CPU per MB of both directions; new connections: $TCP_CONNS loops of connect, 1-byte echo, close (SO_LINGER 0)"
-  echo "- CPU per operation: utime + stime of the proxy (nginx: master + workers) from /proc/PID/stat, read before and after each measurement, divided by the operations completed in it (WS: every round trip, warm-up included; new TLS: connections = requests)"
+  echo "- CPU per operation: utime + stime of the proxy (nginx: master + workers) from /proc/PID/stat, read before and after each measurement, divided by the operations completed in it (WS: every round trip, warm-up included; new TLS: connections = requests); $ROUNDS rounds, the targets' order rotated each round, each figure the median of its rounds"
 } >"$HDR"
 errs=$(grep -cE '(ERROR|WARN)' "$OUT/logs/latch.log" 2>/dev/null)
 [ "${errs:-0}" -gt 0 ] && NOTES+=("latch logged $errs WARN/ERROR lines (target/bench/logs/latch.log).")

@@ -39,6 +39,7 @@ use tracing::debug;
 use crate::config::{H2Settings, ServerSettings};
 use crate::http1::{Io, OnUpgrade};
 use crate::proxy::{ConnInfo, Shared, tunnel};
+use crate::woken::WokenOnly;
 
 pub use convert::{Kind, WsAnswer};
 
@@ -155,10 +156,14 @@ pub async fn serve<I: Io>(
     tokio::pin!(timer);
     let mut closing = false;
     let mut hard = false;
+    // Polled only when they fire, not on each of the connection's frames.
+    let drained = WokenOnly::new(drain.cancelled());
+    let stopped = WokenOnly::new(hard_stop.cancelled());
+    tokio::pin!(drained, stopped);
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
-            () = drain.cancelled(), if !closing => {
+            () = drained.as_mut(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -177,7 +182,7 @@ pub async fn serve<I: Io>(
                     timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 }
             }
-            () = hard_stop.cancelled(), if !hard => {
+            () = stopped.as_mut(), if !hard => {
                 // Tunnels on this connection send their close frames
                 // through it: keep it served while they may.
                 hard = true;

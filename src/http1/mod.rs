@@ -46,6 +46,7 @@ pub use upgrade::{ClientIo, Io, NotUpgraded, OnUpgrade, Rewind};
 pub use write::{Framing as RespFraming, HOP_BY_HOP, is_hop_by_hop};
 
 use crate::body::{Body, BoxError};
+use crate::woken::WokenOnly;
 
 /// Bytes read from the socket at a time for heads.
 const READ_SIZE: usize = 8 * 1024;
@@ -110,6 +111,12 @@ where
     let timer = tokio::time::sleep(settings.header_timeout);
     tokio::pin!(timer);
     let mut first = true;
+    // The drain, waited for once per connection and polled only when it
+    // fires: a fresh `cancelled()` per request would register and remove a
+    // waiter under the lock of a list every connection shares.
+    let drained = WokenOnly::new(drain.cancelled());
+    tokio::pin!(drained);
+    let mut draining = false;
     loop {
         // The head, within header_timeout; but between requests a kept-alive
         // connection may first sit idle for keepalive_timeout, and its next
@@ -157,7 +164,7 @@ where
                     refuse(&mut io, &mut out, StatusCode::REQUEST_TIMEOUT).await;
                     return Err(ConnError::HeaderTimeout(settings.header_timeout));
                 }
-                () = drain.cancelled(), if idle => {
+                () = drained.as_mut(), if idle => {
                     close_quietly(&mut io).await;
                     return Ok(());
                 }
@@ -248,10 +255,9 @@ where
 
         // The response.
         let body_read = pump.as_ref().is_none_or(body::Pump::finished);
-        let keep = keep_alive
-            && body_read
-            && !drain.is_cancelled()
-            && !settings.keepalive_timeout.is_zero();
+        // Without a lock: whether the drain's wake-up came.
+        draining = draining || drained.as_mut().now_or_never().is_some();
+        let keep = keep_alive && body_read && !draining && !settings.keepalive_timeout.is_zero();
         let (parts, mut rbody) = response.into_parts();
         out.clear();
         let written = write::head(

@@ -253,10 +253,12 @@ impl ConnCtx {
             |req| proxy::handle(shared.clone(), info.clone(), req),
             &self.drain,
         );
+        // Polled only when it fires, not each time the connection is.
+        let stop = crate::woken::WokenOnly::new(self.shared.hard_stop.cancelled());
         let result = tokio::select! {
             r = conn => r,
             // Grace is over: drop the connection with whatever it was doing.
-            () = self.shared.hard_stop.cancelled() => Ok(()),
+            () = stop => Ok(()),
         };
         if let Err(e) = result {
             debug!(%peer, "connection ended: {e}");

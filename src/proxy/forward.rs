@@ -30,7 +30,7 @@ use super::access::Served;
 use super::body::{Body, IdleTimeout, ReqBody};
 use super::error::{Condition, ProxyError};
 use super::{
-    ConnInfo, Routing, Shared, Upstream, handshake, headers, host, select, tunnel, woken, ws_first,
+    ConnInfo, Routing, Shared, Upstream, handshake, headers, host, select, tunnel, ws_first,
 };
 use crate::backend::conn::{
     self, Conn, Head, OutBody, RespFraming, SendError, Streaming, Upgraded,
@@ -374,9 +374,9 @@ impl Attempts<'_> {
             .await
             .map_err(Fail::Send)?;
         let read = self.upstream.timeouts.read;
-        match tokio::time::timeout(read, c.read_head(method)).await {
-            Ok(r) => r.map_err(Fail::Send),
-            Err(_) => Err(Fail::Timeout(read)),
+        match c.read_head_within(method, read).await {
+            Some(r) => r.map_err(Fail::Send),
+            None => Err(Fail::Timeout(read)),
         }
     }
 
@@ -526,7 +526,7 @@ impl Attempts<'_> {
                 }
             };
             // The stop signal is polled only when it fires, not on every message.
-            let ending = woken::WokenOnly::new(ending);
+            let ending = crate::woken::WokenOnly::new(ending);
             let moved = match open_frame {
                 None => tunnel::run(c, backend, opts, ending).await,
                 // `session_id`: the Engine.IO open packet tagged first (boxed:

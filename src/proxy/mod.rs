@@ -24,7 +24,6 @@ pub mod host;
 mod routing;
 mod select;
 pub mod tunnel;
-mod woken;
 mod ws_first;
 mod ws_frames;
 

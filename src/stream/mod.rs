@@ -78,12 +78,13 @@ pub async fn serve<I>(
     // From here the connection counts as an open tunnel of its server.
     let tunnel = placed.active.into_tunnel();
     let closed = tunnel.server().tunnels_closed();
-    let stop = async {
+    // Polled only when it fires, not on every copy.
+    let stop = crate::woken::WokenOnly::new(async {
         tokio::select! {
             _ = shared.hard_stop.cancelled() => End::Stopped,
             _ = closed => End::ServerRemoved,
         }
-    };
+    });
     let (moved, end) = copy::run(
         client,
         server,

@@ -27,6 +27,7 @@ mod wire;
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -61,6 +62,9 @@ pub struct Conn {
     /// (`send_proxy`): it carries requests of that client connection only,
     /// and is closed once that connection is gone.
     proxied: Option<Proxied>,
+    /// The response head's `read` timer, kept armed from request to request
+    /// (see [`Conn::read_head_within`]).
+    read_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The client connection that owns an upstream connection: held weakly, so
@@ -153,6 +157,32 @@ impl SendError {
     }
 }
 
+/// Reads a response head from `io` into `rbuf`.
+async fn read_head(
+    io: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    method: &Method,
+) -> Result<Head, SendError> {
+    loop {
+        if let Some(head) = wire::parse_head(rbuf, method)? {
+            return Ok(head);
+        }
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(8 * 1024);
+        }
+        let n = tokio::io::AsyncReadExt::read_buf(io, rbuf)
+            .await
+            .map_err(SendError::Read)?;
+        if n == 0 {
+            return Err(if rbuf.is_empty() {
+                SendError::Closed
+            } else {
+                SendError::Read(io::ErrorKind::UnexpectedEof.into())
+            });
+        }
+    }
+}
+
 /// Parses a response head from the front of `bytes` as a connection does
 /// (`Ok(None)`: incomplete). For fuzzing and tests.
 pub fn parse_response_head(bytes: &[u8], method: &Method) -> Result<Option<Head>, HeadError> {
@@ -174,6 +204,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Connec
         reused: false,
         idle_since: Instant::now(),
         proxied: None,
+        read_timer: None,
     })
 }
 
@@ -263,22 +294,48 @@ impl Conn {
 
     /// Reads the response head.
     pub async fn read_head(&mut self, method: &Method) -> Result<Head, SendError> {
+        read_head(&mut self.io, &mut self.rbuf, method).await
+    }
+
+    /// Reads the response head within `timeout`; `None` when it did not
+    /// come in time.
+    ///
+    /// The timer is the connection's, and it is not re-armed per request
+    /// (each time a remove and an insert in the runtime's timer wheel, under
+    /// its lock): while it is set for a moment no later than this request's
+    /// deadline, and still ahead, it stays; should it fire before the
+    /// deadline, it is set again for the deadline. With `read` at seconds
+    /// and requests at microseconds, a busy connection re-arms it about once
+    /// per `read`.
+    pub async fn read_head_within(
+        &mut self,
+        method: &Method,
+        timeout: Duration,
+    ) -> Option<Result<Head, SendError>> {
+        let now = tokio::time::Instant::now();
+        // As `tokio::time::timeout`: a timeout past any clock is ~30 years.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
+        let timer = self
+            .read_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline || timer.deadline() <= now {
+            timer.as_mut().reset(deadline);
+        }
+        let read = read_head(&mut self.io, &mut self.rbuf, method);
+        tokio::pin!(read);
         loop {
-            if let Some(head) = wire::parse_head(&mut self.rbuf, method)? {
-                return Ok(head);
-            }
-            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(8 * 1024);
-            }
-            let n = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf)
-                .await
-                .map_err(SendError::Read)?;
-            if n == 0 {
-                return Err(if self.rbuf.is_empty() {
-                    SendError::Closed
-                } else {
-                    SendError::Read(io::ErrorKind::UnexpectedEof.into())
-                });
+            tokio::select! {
+                biased;
+                r = &mut read => return Some(r),
+                () = timer.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    // Set for an earlier request: on to this one's deadline.
+                    timer.as_mut().reset(deadline);
+                }
             }
         }
     }

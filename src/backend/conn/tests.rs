@@ -233,3 +233,89 @@ async fn a_proxied_connection_serves_only_its_client_connection() {
     idle.reap(max);
     assert!(idle.is_empty(), "closed once its client connection is gone");
 }
+
+/// A backend that answers each request `200` with an empty body once it is
+/// told to (one message per request).
+async fn answering_when_told() -> (SocketAddr, tokio::sync::mpsc::UnboundedSender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            if rx.recv().await.is_none() {
+                return;
+            }
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+            if s.write_all(ok).await.is_err() {
+                return;
+            }
+        }
+    });
+    (addr, tx)
+}
+
+async fn send_get(c: &mut Conn) {
+    let mut h = HeaderMap::new();
+    h.insert("host", "t".parse().unwrap());
+    let body = OutBody::Whole(Bytes::new(), false);
+    c.write_request(&Method::GET, "/", &h, [], body)
+        .await
+        .unwrap();
+}
+
+/// The `read` timer stays armed from one request to the next: a timer set
+/// for an earlier request's deadline must not end a later request early,
+/// and a shorter timeout must still be kept.
+#[tokio::test(start_paused = true)]
+async fn the_read_timer_kept_between_requests_times_each_by_its_own_deadline() {
+    let (addr, answer) = answering_when_told().await;
+    let mut c = connect(addr, Duration::from_secs(5)).await.unwrap();
+    let read = Duration::from_secs(10);
+
+    // First request, answered at once: the timer is armed for t0 + 10 s.
+    send_get(&mut c).await;
+    answer.send(()).unwrap();
+    let head = c.read_head_within(&Method::GET, read).await;
+    assert!(matches!(head, Some(Ok(_))), "the first answer");
+
+    // Six seconds later a second request whose answer takes 7 s: the
+    // timer's old deadline (t0 + 10 s) passes while it waits, and it must
+    // be set again for this request's own (t0 + 16 s), not time it out.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    send_get(&mut c).await;
+    let started = tokio::time::Instant::now();
+    let late = answer.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        late.send(()).unwrap();
+    });
+    let head = c.read_head_within(&Method::GET, read).await;
+    assert!(
+        matches!(head, Some(Ok(_))),
+        "timed out after {:?} of a 10 s timeout",
+        started.elapsed()
+    );
+
+    // A third request with a 1 s timeout and no answer: it ends after 1 s,
+    // not at the timer's later deadline.
+    send_get(&mut c).await;
+    let started = tokio::time::Instant::now();
+    let head = c
+        .read_head_within(&Method::GET, Duration::from_secs(1))
+        .await;
+    assert!(head.is_none(), "no answer came, so it timed out");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(2),
+        "timed out after {waited:?}, not 1 s"
+    );
+}

@@ -1,8 +1,9 @@
 //! A future polled only when it asked to be: [`WokenOnly`] wraps a future
-//! that is rarely ready (a tunnel's stop signal) inside one that is polled
-//! on every byte (the tunnel), so that each message does not pay for
-//! polling the signal again (for a cancellation token that is a lock and a
-//! waiter-list check, about a tenth of a plain WebSocket message's cost).
+//! that is rarely ready (a tunnel's stop signal, a connection's drain)
+//! inside one that is polled on every byte or request, so that each does
+//! not pay for polling the signal again (for a cancellation token that is a
+//! lock and a waiter-list check, about a tenth of a plain WebSocket
+//! message's cost).
 //! The inner future gets its own waker, which records the wake-up and
 //! passes it on to the task.
 
