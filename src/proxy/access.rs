@@ -174,6 +174,21 @@ impl super::body::OnEnd for Entry {
     }
 }
 
+/// The method and status a request's line gives: what the client sent and
+/// got. A WebSocket over HTTP/2 came as an extended `CONNECT` and got `200`
+/// (RFC 8441 §5), though its backend was asked `GET` and answered `101`.
+pub fn as_client_saw(
+    version: http::Version,
+    method: Method,
+    status: StatusCode,
+) -> (Method, StatusCode) {
+    if version == http::Version::HTTP_2 && status == StatusCode::SWITCHING_PROTOCOLS {
+        (Method::CONNECT, StatusCode::OK)
+    } else {
+        (method, status)
+    }
+}
+
 /// `HTTP/1.1` and the like, as request lines write it.
 fn version_str(v: http::Version) -> &'static str {
     match v {
@@ -230,6 +245,27 @@ mod tests {
         let parsed = OffsetDateTime::parse(&t, &Rfc3339).expect("RFC 3339");
         assert!(t.ends_with('Z'), "{t}");
         assert_eq!(parsed.offset(), time::UtcOffset::UTC);
+    }
+
+    #[test]
+    fn an_http2_websocket_is_logged_as_the_connect_its_client_sent() {
+        use http::Version;
+        let ok = StatusCode::OK;
+        let switching = StatusCode::SWITCHING_PROTOCOLS;
+        assert_eq!(
+            as_client_saw(Version::HTTP_2, Method::GET, switching),
+            (Method::CONNECT, ok)
+        );
+        // HTTP/1.1 upgrades and other HTTP/2 answers are what they were.
+        assert_eq!(
+            as_client_saw(Version::HTTP_11, Method::GET, switching),
+            (Method::GET, switching)
+        );
+        let refused = StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(
+            as_client_saw(Version::HTTP_2, Method::GET, refused),
+            (Method::GET, refused)
+        );
     }
 
     #[test]

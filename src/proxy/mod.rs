@@ -142,7 +142,9 @@ pub async fn handle(
             (e.response(), None)
         }
     };
-    let head_secs = started.elapsed().as_secs_f64();
+    // One clock read for the metric and the log line.
+    let elapsed = started.elapsed();
+    let head_secs = elapsed.as_secs_f64();
     let status = resp.status();
     match &served {
         // A dispatch answer (no attempt): the server counts it as a
@@ -150,21 +152,20 @@ pub async fn handle(
         Some(s) if s.attempts == 0 => {
             shared
                 .metrics
-                .request(&s.upstream.name, "", status.as_u16(), started.elapsed())
+                .request(&s.upstream.name, "", status.as_u16(), elapsed)
         }
         Some(s) => s
             .upstream
             .metrics
-            .request(s.index, status.as_u16(), started.elapsed()),
-        None => shared
-            .metrics
-            .request("", "", status.as_u16(), started.elapsed()),
+            .request(s.index, status.as_u16(), elapsed),
+        None => shared.metrics.request("", "", status.as_u16(), elapsed),
     }
     let format = routing.server.access_log;
     // An upgrade's 101 gets its line now; its tunnel writes another when it closes.
     if format == crate::config::AccessLog::Off {
         return resp;
     }
+    let (method, status) = access::as_client_saw(version, method, status);
     let entry = access::Entry {
         format,
         peer: conn.peer,
