@@ -114,7 +114,7 @@ upstream = "chat"
 [upstream.chat]
 balance = "least_conn"
 servers = [{ addr = "127.0.0.1:9001", id = "c1", max_conns = 10 }, { addr = "127.0.0.1:9002", backup = true }]
-discover = { name = "chat.internal", port = 8001 }
+discover = { name = "chat.internal", port = 8001, max_upgrades_per_sec = 50 }
 resolver = "127.0.0.1:9"
 
 [upstream.chat.sticky]
@@ -143,7 +143,7 @@ servers = [{ addr = "127.0.0.1:9003" }]
         "upstream chat: least_conn, sticky cookie LATCH",
         "  c1 127.0.0.1:9001 weight 1 max_conns 10",
         "  127.0.0.1:9002 weight 1 backup",
-        "  + servers from DNS: A chat.internal port 8001 via 127.0.0.1:9",
+        "  + servers from DNS: A chat.internal port 8001 via 127.0.0.1:9, every TTL within 1s..30s, each max_upgrades_per_sec 50 (not resolved by check)",
         // The typo'd upstream that nothing routes to stands out.
         "upstream chta: round_robin, no stickiness  <- no listener routes here",
     ];

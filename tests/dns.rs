@@ -308,7 +308,7 @@ fn discover_err(body: &str) -> (usize, String, String) {
 
 #[test]
 fn discover_keys_are_checked_without_resolving_anything() {
-    let cases: [(&str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str); 11] = [
         (
             r#"discover = { name = "a.test", port = 80, ttl = 5 }"#,
             "upstream.app.discover.ttl",
@@ -323,6 +323,11 @@ fn discover_keys_are_checked_without_resolving_anything() {
             r#"discover = { name = "_a._tcp.test", type = "SRV", port = 80 }"#,
             "upstream.app.discover.port",
             "own port",
+        ),
+        (
+            r#"discover = { name = "a.test", port = 80, max_upgrades_per_sec = 0 }"#,
+            "upstream.app.discover.max_upgrades_per_sec",
+            "at least 1",
         ),
         (
             r#"discover = { name = "a.test", port = 80, type = "MX" }"#,
@@ -418,6 +423,71 @@ async fn a_server_that_appears_ramps_up_with_slow_start() {
             assert_eq!(permille, 1000, "servers there from the start do not ramp");
         }
     }
+}
+
+/// `discover.max_upgrades_per_sec` caps every server found, as the key
+/// does on a listed server: its bucket is in `/status`, and a burst of
+/// upgrades beyond it is turned away with `503` and `Retry-After` while
+/// plain requests still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_servers_take_the_upgrade_cap() {
+    let fleet = Fleet::start(2, 1).await;
+    let dns = Dnsmasq::start(&fleet.hosts("app.test", 0..1), &[]).await;
+    // 10 a second: a bucket of one token, refilled every 100 ms.
+    let discover = format!(
+        r#"name = "app.test", port = {}, max_upgrades_per_sec = 10"#,
+        fleet.port
+    );
+    let lb = spawn_lb(&config(dns.addr, &discover, "")).await;
+    let admin = lb.handle.admin_addr().expect("admin listener");
+    let status = status_json(admin).await;
+    let server = &status["upstreams"][0]["servers"][0];
+    assert_eq!(server["origin"], "dns:app.test", "{status}");
+    assert_eq!(server["max_upgrades_per_sec"], 10, "{status}");
+    assert_eq!(server["upgrade_tokens"], 1, "a full bucket: {status}");
+
+    // Eight upgrades at once: the one token admits one; the others find no
+    // server with a token (there is one server) and are told to come back.
+    let tries = (0..8).map(|_| support::try_ws_connect(lb.addr(), "/ws"));
+    let results = futures_util::future::join_all(tries).await;
+    let mut opened = Vec::new();
+    let mut throttled = 0;
+    for r in results {
+        match r {
+            Ok((ws, _)) => opened.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503, "{resp:?}");
+                let after: u32 = resp.headers()["retry-after"]
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .expect("a numeric Retry-After");
+                assert!((1..=5).contains(&after), "Retry-After {after}");
+                throttled += 1;
+            }
+            Err(e) => panic!("an upgrade failed otherwise: {e}"),
+        }
+    }
+    assert!(
+        !opened.is_empty() && opened.len() <= 2,
+        "one token (two if the burst straddled a refill), {} opened",
+        opened.len()
+    );
+    assert_eq!(opened.len() + throttled, 8);
+    let deferred = metric(
+        admin,
+        &format!(
+            "latch_server_upgrades_deferred_total{{upstream=\"app\",server=\"{}\"}}",
+            fleet.addr(0)
+        ),
+    )
+    .await;
+    assert!(
+        deferred >= throttled as f64,
+        "deferred {deferred}, throttled {throttled}"
+    );
+    // Plain requests never wait for a token.
+    assert_eq!(answering(&lb, 3).await, ["b2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,8 @@ pub struct DiscoverSection {
     pub weight: Spanned<u32>,
     /// `max_conns` of every server found; unset = no limit.
     pub max_conns: Option<Spanned<usize>>,
+    /// `max_upgrades_per_sec` of every server found; unset = no cap.
+    pub max_upgrades_per_sec: Option<Spanned<u32>>,
 }
 
 fn default_min() -> Spanned<Dur> {
@@ -86,6 +88,7 @@ pub struct DiscoverConfig {
     pub timeout: Duration,
     pub weight: u32,
     pub max_conns: Option<usize>,
+    pub max_upgrades_per_sec: Option<u32>,
 }
 
 /// The upstream's `discover` and `resolver`, checked; `None` without `discover`.
@@ -189,6 +192,17 @@ pub(super) fn discover(
         Some(m) => Some(*m.get_ref()),
         None => None,
     };
+    let max_upgrades_per_sec = match &d.max_upgrades_per_sec {
+        Some(m) if *m.get_ref() == 0 => {
+            return Err(r.report(
+                m.span(),
+                &format!("{dkey}.max_upgrades_per_sec"),
+                "must be at least 1 (leave it out for no cap)".into(),
+            ));
+        }
+        Some(m) => Some(*m.get_ref()),
+        None => None,
+    };
     let resolver = match &u.resolver {
         None => None,
         Some(res) => Some(
@@ -206,6 +220,7 @@ pub(super) fn discover(
         timeout,
         weight,
         max_conns,
+        max_upgrades_per_sec,
     }))
 }
 

@@ -101,9 +101,19 @@ fn upstream(out: &mut String, config: &Config, name: &str, up: &UpstreamConfig) 
         let via = d
             .resolver
             .map_or_else(|| "the system's resolver".to_string(), |a| a.to_string());
+        let mut each = String::new();
+        if let Some(m) = d.max_conns {
+            let _ = write!(each, " max_conns {m}");
+        }
+        if let Some(r) = d.max_upgrades_per_sec {
+            let _ = write!(each, " max_upgrades_per_sec {r}");
+        }
+        if !each.is_empty() {
+            each = format!(", each{each}");
+        }
         let _ = writeln!(
             out,
-            "  + servers from DNS: {} {}{port} via {via}, every TTL within {:?}..{:?} (not resolved by check)",
+            "  + servers from DNS: {} {}{port} via {via}, every TTL within {:?}..{:?}{each} (not resolved by check)",
             d.kind.as_str(),
             d.name,
             d.min_interval,

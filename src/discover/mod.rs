@@ -385,6 +385,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             weight: 1,
             max_conns: None,
+            max_upgrades_per_sec: None,
         }
     }
 

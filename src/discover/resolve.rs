@@ -139,6 +139,7 @@ impl Resolver {
             ttl = ttl.min(r.ttl);
             let mut s = ServerConfig::new(SocketAddr::new(ip, port), self.spec.weight);
             s.max_conns = self.spec.max_conns;
+            s.max_upgrades_per_sec = self.spec.max_upgrades_per_sec;
             s.origin = Some(self.origin.clone());
             servers.push(s);
         }
@@ -190,6 +191,7 @@ impl Resolver {
             let mut s = ServerConfig::new(SocketAddr::new(ip, srv.port), weight);
             s.id = id;
             s.max_conns = self.spec.max_conns;
+            s.max_upgrades_per_sec = self.spec.max_upgrades_per_sec;
             s.backup = srv.priority > best;
             s.origin = Some(self.origin.clone());
             servers.push(s);
