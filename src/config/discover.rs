@@ -181,28 +181,9 @@ pub(super) fn discover(
             format!("weight must be between 1 and {MAX_WEIGHT}"),
         ));
     }
-    let max_conns = match &d.max_conns {
-        Some(m) if *m.get_ref() == 0 => {
-            return Err(r.report(
-                m.span(),
-                &format!("{dkey}.max_conns"),
-                "must be at least 1 (leave it out for no limit)".into(),
-            ));
-        }
-        Some(m) => Some(*m.get_ref()),
-        None => None,
-    };
-    let max_upgrades_per_sec = match &d.max_upgrades_per_sec {
-        Some(m) if *m.get_ref() == 0 => {
-            return Err(r.report(
-                m.span(),
-                &format!("{dkey}.max_upgrades_per_sec"),
-                "must be at least 1 (leave it out for no cap)".into(),
-            ));
-        }
-        Some(m) => Some(*m.get_ref()),
-        None => None,
-    };
+    let max_conns = super::at_least_one(r, &dkey, "max_conns", &d.max_conns)?;
+    let max_upgrades_per_sec =
+        super::at_least_one(r, &dkey, "max_upgrades_per_sec", &d.max_upgrades_per_sec)?;
     let resolver = match &u.resolver {
         None => None,
         Some(res) => Some(

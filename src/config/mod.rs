@@ -443,28 +443,9 @@ impl Validator<'_> {
                     format!("id `{id}` is already used by {}", other.addr),
                 ));
             }
-            let max_conns = match &s.max_conns {
-                Some(m) if *m.get_ref() == 0 => {
-                    return Err(self.err(
-                        m.span(),
-                        format!("{skey}.max_conns"),
-                        "must be at least 1 (leave it out for no limit)",
-                    ));
-                }
-                Some(m) => Some(*m.get_ref()),
-                None => None,
-            };
-            let max_upgrades_per_sec = match &s.max_upgrades_per_sec {
-                Some(m) if *m.get_ref() == 0 => {
-                    return Err(self.err(
-                        m.span(),
-                        format!("{skey}.max_upgrades_per_sec"),
-                        "must be at least 1 (leave it out for no cap)",
-                    ));
-                }
-                Some(m) => Some(*m.get_ref()),
-                None => None,
-            };
+            let max_conns = at_least_one(self, &skey, "max_conns", &s.max_conns)?;
+            let max_upgrades_per_sec =
+                at_least_one(self, &skey, "max_upgrades_per_sec", &s.max_upgrades_per_sec)?;
             servers.push(ServerConfig {
                 addr,
                 weight,
@@ -812,6 +793,25 @@ impl fmt::Display for Route {
 pub(crate) trait Reporter {
     fn report(&self, span: Range<usize>, key: &str, msg: String) -> ConfigError;
     fn resolve(&self, p: &str) -> PathBuf;
+}
+
+/// A server limit that, when set, must be at least 1 (`key` under `at`):
+/// left out, there is none.
+pub(super) fn at_least_one<T: Copy + Default + PartialEq>(
+    r: &dyn Reporter,
+    at: &str,
+    key: &str,
+    value: &Option<Spanned<T>>,
+) -> Result<Option<T>, ConfigError> {
+    match value {
+        Some(v) if *v.get_ref() == T::default() => Err(r.report(
+            v.span(),
+            &format!("{at}.{key}"),
+            "must be at least 1 (leave it out for no limit)".into(),
+        )),
+        Some(v) => Ok(Some(*v.get_ref())),
+        None => Ok(None),
+    }
 }
 
 impl Reporter for Validator<'_> {
