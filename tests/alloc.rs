@@ -16,7 +16,7 @@ use support::*;
 
 /// Allocations per proxied keep-alive GET, at most. Today's count is
 /// printed by the test; lower this bound when the path gets leaner.
-const MAX_ALLOCS_PER_REQUEST: f64 = 7.0;
+const MAX_ALLOCS_PER_REQUEST: f64 = 5.0;
 
 struct Counting;
 

@@ -124,11 +124,15 @@ async fn a_websocket_rides_an_h2_stream_like_an_http11_one() {
     assert_eq!(st["connections"], 1, "{st}");
     assert_eq!(metric(admin(&lb), "latch_h2_websockets_total").await, 2.0);
 
-    // Closed by the client: the tunnels and the gauges are given back.
+    // Closed by the client: the tunnels and the gauges are given back. After
+    // the close handshake the client lets go of its streams, as a browser
+    // does (one it kept half-open would hold its tunnel for the 5 s a
+    // half-closed tunnel is given to finish, as long as this wait).
     within("close", ws.close(None)).await.expect("close");
     while let Some(Ok(_)) = next_msg(&mut ws).await {}
     within("close", ws2.close(None)).await.expect("close");
     while let Some(Ok(_)) = next_msg(&mut ws2).await {}
+    drop((ws, ws2));
     wait_all_idle(&lb).await;
     let admin = admin(&lb);
     let mut open = None;

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use body::{BodyError, ClientBody, chunk_size, decode_whole};
 pub use head::{Framing as ReqFraming, Parsed, Refused};
 pub use upgrade::{ClientIo, Io, NotUpgraded, OnUpgrade, Rewind};
-pub use write::{Framing as RespFraming, HOP_BY_HOP, is_hop_by_hop};
+pub use write::{Framing as RespFraming, HOP_BY_HOP, RawFields, is_hop_by_hop};
 
 use crate::body::{Body, BoxError};
 use crate::woken::WokenOnly;
@@ -92,7 +92,9 @@ pub enum ConnError {
 
 /// Serves HTTP/1.1 on `io` until the client closes, a request asks to
 /// close, the connection is upgraded, or `drain` is cancelled (at once when
-/// idle, else after the response in progress).
+/// idle, else after the response in progress). The handler answers with a
+/// response and, for a backend's answer, maybe its fields as the backend's
+/// bytes (written before the response's map).
 pub async fn serve<I, H, F>(
     mut io: I,
     settings: Settings,
@@ -102,7 +104,7 @@ pub async fn serve<I, H, F>(
 where
     I: Io,
     H: FnMut(Request<Body>) -> F,
-    F: Future<Output = Response<Body>>,
+    F: Future<Output = (Response<Body>, Option<RawFields>)>,
 {
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
@@ -258,11 +260,13 @@ where
         // Without a lock: whether the drain's wake-up came.
         draining = draining || drained.as_mut().now_or_never().is_some();
         let keep = keep_alive && body_read && !draining && !settings.keepalive_timeout.is_zero();
+        let (response, fields) = response;
         let (parts, mut rbody) = response.into_parts();
         out.clear();
         let written = write::head(
             &mut out,
             &parts,
+            fields.as_ref(),
             &rbody.size_hint(),
             head_request,
             version,

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::response::Parts;
 use http::{StatusCode, Version};
@@ -29,15 +30,140 @@ pub static HOP_BY_HOP: [HeaderName; 8] = [
 /// Whether `name` is one of [`HOP_BY_HOP`]: by length first, so the usual
 /// field costs one comparison of its length, not eight of names.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    let s = name.as_str();
+    hop_by_hop(name.as_str().as_bytes())
+}
+
+/// [`is_hop_by_hop`] for a name as it came on the wire (any case).
+fn hop_by_hop(s: &[u8]) -> bool {
+    let is = |name: &str| s.eq_ignore_ascii_case(name.as_bytes());
     match s.len() {
-        2 => s == "te",
-        7 => s == "trailer" || s == "upgrade",
-        10 => s == "connection" || s == "keep-alive",
-        16 => s == "proxy-connection",
-        17 => s == "transfer-encoding",
-        18 => s == "proxy-authenticate",
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
         _ => false,
+    }
+}
+
+/// A backend response's field lines as it sent them (put in the
+/// response's extensions by the backend connection), for a client writer to
+/// copy on without a map built and read back per field (what HAProxy and
+/// nginx do). The lines are the ones httparse accepted: `name: value`,
+/// ended by CRLF or LF. What the proxy adds (`Set-Cookie`) is in the
+/// response's map and written after them.
+///
+/// Copied on, they lose what an HTTP/1.1 hop must not pass: the hop-by-hop
+/// fields, the fields the backend's `Connection` lists, and
+/// `Content-Length` beside a `Transfer-Encoding` (the writer frames the
+/// body itself).
+#[derive(Debug, Clone)]
+pub struct RawFields {
+    lines: Bytes,
+    /// A `Transfer-Encoding` is among them (a `Content-Length` is void).
+    coded: bool,
+    /// `Connection` names other fields (rare: then each name is checked).
+    listed: bool,
+}
+
+impl RawFields {
+    /// `lines`, with what the parser noted of them: whether there is a
+    /// `Transfer-Encoding`, and whether `Connection` names other fields.
+    pub fn new(lines: Bytes, coded: bool, listed: bool) -> RawFields {
+        RawFields {
+            lines,
+            coded,
+            listed,
+        }
+    }
+
+    /// Each field as (name, value), the value without surrounding spaces.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.split(|&b| b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            Some((&line[..colon], line[colon + 1..].trim_ascii()))
+        })
+    }
+
+    /// Writes the fields a client may get, in one pass; notes the
+    /// `Content-Length` value, whether there is a `Date`, and whether
+    /// `Connection` says `close` (as for a map's fields, the client's
+    /// connection then closes too). Runs of kept lines ended by CRLF are
+    /// copied whole; a line ended by a bare LF (or the last one, which has
+    /// no ending here) is written again with CRLF.
+    fn write(&self, out: &mut Vec<u8>, length: &mut Option<u64>, date: &mut bool) -> bool {
+        let b = &self.lines[..];
+        let mut close = false;
+        // Kept bytes from `run` to `at` are not copied yet.
+        let (mut run, mut at) = (0, 0);
+        while at < b.len() {
+            let (line, next) = match memchr::memchr(b'\n', &b[at..]) {
+                Some(i) => (&b[at..at + i], at + i + 1),
+                None => (&b[at..], b.len()),
+            };
+            let (line, crlf) = match line.strip_suffix(b"\r") {
+                Some(l) => (l, next > at + l.len() + 1),
+                None => (line, false),
+            };
+            let Some(colon) = memchr::memchr(b':', line) else {
+                // Not a field line (none reach here from httparse).
+                out.extend_from_slice(&b[run..at]);
+                (run, at) = (next, next);
+                continue;
+            };
+            let name = &line[..colon];
+            let value = || line[colon + 1..].trim_ascii();
+            let keep = match name.len() {
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    if !self.coded {
+                        *length = decimal(value());
+                    }
+                    !self.coded
+                }
+                4 if name.eq_ignore_ascii_case(b"date") => {
+                    *date = true;
+                    true
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    close |= has_token(value(), b"close");
+                    false
+                }
+                _ => !(hop_by_hop(name) || self.listed && self.lists(name)),
+            };
+            if !keep || !crlf {
+                out.extend_from_slice(&b[run..at]);
+                if keep {
+                    field(out, name, value());
+                }
+                run = next;
+            }
+            at = next;
+        }
+        out.extend_from_slice(&b[run..]);
+        close
+    }
+
+    /// Appends the fields to `headers` as they came (those that make a
+    /// valid name and value), for a writer that needs a map.
+    pub fn append_to(&self, headers: &mut http::HeaderMap) {
+        for (name, value) in self.iter() {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+    }
+
+    /// Whether the backend's `Connection` names `name`.
+    fn lists(&self, name: &[u8]) -> bool {
+        self.iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+            .flat_map(|(_, v)| v.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
     }
 }
 
@@ -60,12 +186,14 @@ pub struct Written {
     pub keep_alive: bool,
 }
 
-/// Appends the head of `parts` to `out`. `Connection` and
+/// Appends the head of `parts` to `out`: `fields` (a backend's, passed as
+/// bytes) first, then the map's. `Connection` and
 /// `Transfer-Encoding` are the connection's to decide and are written from
 /// `keep_alive` and the framing; `Date` is added when missing.
 pub fn head(
     out: &mut Vec<u8>,
     parts: &Parts,
+    fields: Option<&RawFields>,
     hint: &SizeHint,
     head_request: bool,
     client: Version,
@@ -79,6 +207,11 @@ pub fn head(
     out.extend_from_slice(b"\r\n");
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let (mut length, mut date) = (None, false);
+    if let Some(raw) = fields
+        && raw.write(out, &mut length, &mut date)
+    {
+        keep_alive = false;
+    }
     for (name, value) in &parts.headers {
         if is_hop_by_hop(name) {
             // A 101 keeps the two fields that say what it switches to.
@@ -249,7 +382,9 @@ mod tests {
     ) -> (String, Written) {
         let (parts, ()) = resp.into_parts();
         let mut out = Vec::new();
-        let w = super::head(&mut out, &parts, &hint, head, v, ka);
+        // Tests put a backend's fields in the extensions.
+        let fields = parts.extensions.get::<RawFields>();
+        let w = super::head(&mut out, &parts, fields, &hint, head, v, ka);
         (String::from_utf8(out).unwrap(), w)
     }
 
@@ -311,6 +446,54 @@ mod tests {
         assert!(s.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{s}");
         assert!(s.contains("connection: upgrade\r\n"), "{s}");
         assert!(!w.keep_alive);
+    }
+
+    /// A backend's field lines passed as bytes come out as a map's would:
+    /// hop-by-hop fields, the ones `Connection` lists, and `Content-Length`
+    /// beside `Transfer-Encoding` dropped; names keep their case; what the
+    /// proxy added follows.
+    #[test]
+    fn raw_fields_are_filtered_like_a_map() {
+        let lines = "Server: t\r\nKeep-Alive: timeout=5\r\nX-Secret: s\r\n\
+            Connection: keep-alive, X-Secret\r\nDate: Mon, 30 Nov 2026 00:00:00 GMT\r\n\
+            Content-Length: 7\r\nX-Kept:  spaced  \nUpgrade: h2c";
+        let mut r = Response::builder()
+            .status(200)
+            .header("set-cookie", "L=1")
+            .body(())
+            .unwrap();
+        r.extensions_mut()
+            .insert(RawFields::new(Bytes::from(lines.to_string()), false, true));
+        let (s, w) = written(r, SizeHint::default(), false, Version::HTTP_11, true);
+        assert_eq!(
+            s.split("\r\n").skip(1).collect::<Vec<_>>(),
+            [
+                "Server: t",
+                "Date: Mon, 30 Nov 2026 00:00:00 GMT",
+                "Content-Length: 7",
+                "X-Kept: spaced",
+                "set-cookie: L=1",
+                "",
+                ""
+            ],
+            "{s}"
+        );
+        assert_eq!(w.framing, Framing::Length(7));
+        assert!(w.keep_alive);
+
+        // Chunked from the backend: its length is void; `close` closes.
+        let lines = "Transfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: close";
+        let mut r = Response::builder().status(200).body(()).unwrap();
+        r.extensions_mut()
+            .insert(RawFields::new(Bytes::from(lines.to_string()), true, false));
+        let (s, w) = written(r, SizeHint::default(), false, Version::HTTP_11, true);
+        assert!(
+            !s.contains("Content-Length") && !s.contains("Transfer-Encoding:"),
+            "{s}"
+        );
+        assert!(s.contains("transfer-encoding: chunked\r\n"), "{s}");
+        assert_eq!(w.framing, Framing::Chunked);
+        assert!(!w.keep_alive && s.contains("connection: close\r\n"), "{s}");
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl ConnCtx {
         let conn = http1::serve(
             io,
             settings,
-            |req| proxy::handle(shared.clone(), info.clone(), req),
+            |req| proxy::answer(shared.clone(), info.clone(), req),
             &self.drain,
         );
         // Polled only when it fires, not each time the connection is.

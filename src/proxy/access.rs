@@ -35,6 +35,9 @@ pub struct Served {
     pub index: usize,
     pub how: How,
     pub attempts: u32,
+    /// The answer's fields as the backend's bytes, on their way to an
+    /// HTTP/1.1 client's writer (taken off before the log line is kept).
+    pub fields: Option<crate::http1::RawFields>,
 }
 
 impl Served {

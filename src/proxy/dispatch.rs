@@ -71,6 +71,7 @@ pub(super) fn answer(
         how,
         // Nothing was sent to the server: the client connects to it itself.
         attempts: 0,
+        fields: None,
     };
     Ok((resp, served))
 }

@@ -108,6 +108,9 @@ pub(super) async fn forward(
         let client = req.extensions_mut().remove::<OnUpgrade>()?;
         Some(Upgrade { offered, client })
     });
+    // An HTTP/1.x client's answer can keep the backend's field lines as
+    // bytes; HTTP/2 (hyper) needs a map.
+    let h1_client = req.version() <= Version::HTTP_11;
     let (mut parts, body) = req.into_parts();
     parts.version = Version::HTTP_11;
     let length = parts
@@ -151,6 +154,8 @@ pub(super) async fn forward(
         parts,
         added,
         target,
+        // Upgrades and session handshakes read the answer's fields.
+        pass_fields: h1_client && upgrade.is_none() && handshake.is_none(),
         upgrade,
         handshake,
         id,
@@ -194,6 +199,9 @@ struct Attempts<'a> {
     upgrade: Option<Upgrade>,
     /// A session handshake whose answer gets a tagged session id.
     handshake: Option<Handshake>,
+    /// The answer's fields go to the client as the backend's bytes
+    /// ([`crate::http1::RawFields`]), not through a map.
+    pass_fields: bool,
     /// `X-Request-Id`, for the tunnel's log line.
     id: &'a headers::RequestId,
 }
@@ -374,7 +382,7 @@ impl Attempts<'_> {
             .await
             .map_err(Fail::Send)?;
         let read = self.upstream.timeouts.read;
-        match c.read_head_within(method, read).await {
+        match c.read_head_within(method, read, self.pass_fields).await {
             Some(r) => r.map_err(Fail::Send),
             None => Err(Fail::Timeout(read)),
         }
@@ -394,6 +402,7 @@ impl Attempts<'_> {
             mut response,
             framing,
             keep_alive,
+            fields,
         } = head;
         let up = self.upstream;
         let backend = &up.backends[placed.index];
@@ -402,14 +411,19 @@ impl Attempts<'_> {
         {
             response.headers_mut().append(header::SET_COOKIE, c);
         }
-        let served = Served {
+        let mut served = Served {
             upstream: up.clone(),
             index: placed.index,
             how: placed.how,
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            fields: None,
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            response_headers(response.headers_mut());
+            // Passed-through fields are filtered by the client's writer.
+            match fields {
+                Some(f) => served.fields = Some(f),
+                None => response_headers(response.headers_mut()),
+            }
             let max_idle = self.settings.pool_max_idle;
             let body = Streaming::new(conn, framing, keep_alive, placed.active, max_idle);
             let small = !matches!(framing, RespFraming::Length(n) if n > MAX_HANDSHAKE);
@@ -622,7 +636,7 @@ fn more_allowed(retry: &RetryConfig, attempts: usize, started: Instant, servers:
 /// §6.3). The standard hop-by-hop set is left to the connection's writer,
 /// which frames the message itself and never copies those (`http1::write`):
 /// removing them here would cost a hash and a shift each.
-fn response_headers(h: &mut http::HeaderMap) {
+pub(super) fn response_headers(h: &mut http::HeaderMap) {
     if h.contains_key(header::TRANSFER_ENCODING) {
         h.remove(header::CONTENT_LENGTH);
     }

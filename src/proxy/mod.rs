@@ -105,12 +105,31 @@ impl ConnInfo {
 #[derive(Debug, Clone, Copy)]
 pub struct Refuse(pub http::StatusCode, pub &'static str);
 
-/// One request, start to end: never fails; every error becomes a response.
+/// One request, start to end: never fails; every error becomes a response,
+/// whose fields are all in its map.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Body>,
 ) -> Response<Body> {
+    let (mut resp, fields) = answer(shared, conn, req).await;
+    if let Some(fields) = fields {
+        // Passed through for an HTTP/1.1 client only; should an answer
+        // arrive here with them, they go into the map, filtered as there.
+        fields.append_to(resp.headers_mut());
+        forward::response_headers(resp.headers_mut());
+    }
+    resp
+}
+
+/// [`handle`] for an HTTP/1.1 client: a backend's answer may keep its
+/// fields as the backend's bytes ([`crate::http1::RawFields`]), for the client's
+/// writer to copy on, instead of a map built and read back per field.
+pub async fn answer(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Body>,
+) -> (Response<Body>, Option<crate::http1::RawFields>) {
     let started = std::time::Instant::now();
     let routing = shared.routing.load_full();
     let method = req.method().clone();
@@ -128,7 +147,7 @@ pub async fn handle(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let (resp, served) = match forward::forward(&shared, &routing, &conn, req, &id).await {
+    let (resp, mut served) = match forward::forward(&shared, &routing, &conn, req, &id).await {
         Ok((resp, served)) => (resp, Some(served)),
         Err(e) => {
             let status = e.status().as_u16();
@@ -160,10 +179,11 @@ pub async fn handle(
             .request(s.index, status.as_u16(), elapsed),
         None => shared.metrics.request("", "", status.as_u16(), elapsed),
     }
+    let fields = served.as_mut().and_then(|s| s.fields.take());
     let format = routing.server.access_log;
     // An upgrade's 101 gets its line now; its tunnel writes another when it closes.
     if format == crate::config::AccessLog::Off {
-        return resp;
+        return (resp, fields);
     }
     let (method, status) = access::as_client_saw(version, method, status);
     let entry = access::Entry {
@@ -179,5 +199,5 @@ pub async fn handle(
         request_id: id,
         user_agent,
     };
-    resp.map(|b| HoldUntilEnd::new(b, entry).boxed())
+    (resp.map(|b| HoldUntilEnd::new(b, entry).boxed()), fields)
 }

@@ -162,9 +162,10 @@ async fn read_head(
     io: &mut TcpStream,
     rbuf: &mut BytesMut,
     method: &Method,
+    pass: bool,
 ) -> Result<Head, SendError> {
     loop {
-        if let Some(head) = wire::parse_head(rbuf, method)? {
+        if let Some(head) = wire::parse_head(rbuf, method, pass)? {
             return Ok(head);
         }
         if rbuf.capacity() - rbuf.len() < 1024 {
@@ -184,9 +185,14 @@ async fn read_head(
 }
 
 /// Parses a response head from the front of `bytes` as a connection does
-/// (`Ok(None)`: incomplete). For fuzzing and tests.
-pub fn parse_response_head(bytes: &[u8], method: &Method) -> Result<Option<Head>, HeadError> {
-    wire::parse_head(&mut BytesMut::from(bytes), method)
+/// (`Ok(None)`: incomplete); with `pass`, its fields kept as bytes (see
+/// [`wire::parse_head`]). For fuzzing and tests.
+pub fn parse_response_head(
+    bytes: &[u8],
+    method: &Method,
+    pass: bool,
+) -> Result<Option<Head>, HeadError> {
+    wire::parse_head(&mut BytesMut::from(bytes), method, pass)
 }
 
 /// Opens a connection to `addr` within `timeout`.
@@ -294,11 +300,12 @@ impl Conn {
 
     /// Reads the response head.
     pub async fn read_head(&mut self, method: &Method) -> Result<Head, SendError> {
-        read_head(&mut self.io, &mut self.rbuf, method).await
+        read_head(&mut self.io, &mut self.rbuf, method, false).await
     }
 
     /// Reads the response head within `timeout`; `None` when it did not
-    /// come in time.
+    /// come in time. With `pass`, its fields are kept as the backend's bytes
+    /// (see [`wire::parse_head`]).
     ///
     /// The timer is the connection's, and it is not re-armed per request
     /// (each time a remove and an insert in the runtime's timer wheel, under
@@ -311,6 +318,7 @@ impl Conn {
         &mut self,
         method: &Method,
         timeout: Duration,
+        pass: bool,
     ) -> Option<Result<Head, SendError>> {
         let now = tokio::time::Instant::now();
         // As `tokio::time::timeout`: a timeout past any clock is ~30 years.
@@ -323,7 +331,7 @@ impl Conn {
         if timer.deadline() > deadline || timer.deadline() <= now {
             timer.as_mut().reset(deadline);
         }
-        let read = read_head(&mut self.io, &mut self.rbuf, method);
+        let read = read_head(&mut self.io, &mut self.rbuf, method, pass);
         tokio::pin!(read);
         loop {
             tokio::select! {

@@ -284,7 +284,7 @@ async fn the_read_timer_kept_between_requests_times_each_by_its_own_deadline() {
     // First request, answered at once: the timer is armed for t0 + 10 s.
     send_get(&mut c).await;
     answer.send(()).unwrap();
-    let head = c.read_head_within(&Method::GET, read).await;
+    let head = c.read_head_within(&Method::GET, read, false).await;
     assert!(matches!(head, Some(Ok(_))), "the first answer");
 
     // Six seconds later a second request whose answer takes 7 s: the
@@ -298,7 +298,7 @@ async fn the_read_timer_kept_between_requests_times_each_by_its_own_deadline() {
         tokio::time::sleep(Duration::from_secs(7)).await;
         late.send(()).unwrap();
     });
-    let head = c.read_head_within(&Method::GET, read).await;
+    let head = c.read_head_within(&Method::GET, read, false).await;
     assert!(
         matches!(head, Some(Ok(_))),
         "timed out after {:?} of a 10 s timeout",
@@ -310,7 +310,7 @@ async fn the_read_timer_kept_between_requests_times_each_by_its_own_deadline() {
     send_get(&mut c).await;
     let started = tokio::time::Instant::now();
     let head = c
-        .read_head_within(&Method::GET, Duration::from_secs(1))
+        .read_head_within(&Method::GET, Duration::from_secs(1), false)
         .await;
     assert!(head.is_none(), "no answer came, so it timed out");
     let waited = started.elapsed();

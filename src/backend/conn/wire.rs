@@ -10,7 +10,8 @@ use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::http1::fields::{self, Seen};
+use crate::http1::RawFields;
+use crate::http1::fields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
@@ -103,6 +104,9 @@ pub struct Head {
     pub framing: RespFraming,
     /// The connection may carry another request after this response.
     pub keep_alive: bool,
+    /// The fields as the backend's bytes, when they were passed through
+    /// (the response's map is then empty).
+    pub fields: Option<RawFields>,
 }
 
 /// Why a response head was refused.
@@ -122,7 +126,17 @@ pub enum HeadError {
 /// are needed. On success the head's bytes are taken off `buf`; header
 /// values share them (no copy). Informational (1xx other than 101) heads are
 /// skipped, as they carry nothing the client needs here.
-pub fn parse_head(buf: &mut BytesMut, request: &Method) -> Result<Option<Head>, HeadError> {
+///
+/// With `pass`, the fields of any answer but a `101` are not made into a
+/// map: they stay the backend's bytes ([`Head::fields`]; the map is left
+/// empty for what the proxy adds), for an HTTP/1.1 client's writer to copy
+/// on. Framing and keep-alive are read from
+/// the parsed fields either way.
+pub fn parse_head(
+    buf: &mut BytesMut,
+    request: &Method,
+    pass: bool,
+) -> Result<Option<Head>, HeadError> {
     loop {
         // One pass: httparse fills uninitialised slots; the fields' places
         // are kept as offsets until the head is split off the buffer, so
@@ -154,40 +168,141 @@ pub fn parse_head(buf: &mut BytesMut, request: &Method) -> Result<Option<Head>, 
                     Some(0) => Version::HTTP_10,
                     _ => Version::HTTP_11,
                 };
-                fields::record(offsets, buf, parsed.headers);
-                let head = buf.split_to(len).freeze();
-                // Room for Set-Cookie.
-                let (headers, seen) =
-                    fields::header_map(&head, offsets, 1).map_err(HeadError::Field)?;
-                Ok(Some(Some((status, version, headers, seen))))
+                let fields = &*parsed.headers;
+                let facts = Facts::of(fields);
+                let framing = framing(status, request, &facts)?;
+                let keep_alive = keep_alive(version, &facts) && framing != RespFraming::Close;
+                let mut response = Response::new(());
+                *response.status_mut() = status;
+                *response.version_mut() = version;
+                // Passed: the field lines, from the first name to the end of the
+                // last value (the writer splits them again), or none; a range
+                // that is not inside the head (never, from httparse) falls back
+                // to the map.
+                let passed = match (fields.first(), fields.last()) {
+                    _ if !pass || status == StatusCode::SWITCHING_PROTOCOLS => None,
+                    (Some(first), Some(last)) => {
+                        let start = fields::range_in(buf, first.name.as_bytes()).start;
+                        let end = fields::range_in(buf, last.value).end;
+                        (start <= end && end <= len).then_some(Some(start..end))
+                    }
+                    _ => Some(None),
+                };
+                let mut raw = None;
+                if let Some(block) = passed {
+                    let head = buf.split_to(len).freeze();
+                    raw = block.map(|block| {
+                        RawFields::new(
+                            head.slice(block),
+                            facts.coding.is_some(),
+                            facts.lists_fields,
+                        )
+                    });
+                } else {
+                    fields::record(offsets, buf, fields);
+                    let head = buf.split_to(len).freeze();
+                    // Room for Set-Cookie.
+                    let (headers, _) =
+                        fields::header_map(&head, offsets, 1).map_err(HeadError::Field)?;
+                    *response.headers_mut() = headers;
+                }
+                Ok(Some(Some(Head {
+                    response,
+                    framing,
+                    keep_alive,
+                    fields: raw,
+                })))
             })?;
-        let (status, version, headers, seen) = match parsed {
+        match parsed {
             None => return Ok(None),
             // An informational head, skipped: the next one answers.
             Some(None) => continue,
-            Some(Some(p)) => p,
-        };
-        let framing = framing(status, request, &headers, seen)?;
-        let keep_alive = keep_alive(version, &headers, seen) && framing != RespFraming::Close;
-        let mut response = Response::new(());
-        *response.status_mut() = status;
-        *response.version_mut() = version;
-        *response.headers_mut() = headers;
-        return Ok(Some(Head {
-            response,
-            framing,
-            keep_alive,
-        }));
+            Some(Some(head)) => return Ok(Some(head)),
+        }
     }
 }
 
+/// What a response's fields say about its framing and connection, read in
+/// one pass (each field's name is compared only when its length matches).
+#[derive(Debug, Default)]
+struct Facts {
+    /// `Transfer-Encoding` given, and whether its last coding is chunked.
+    coding: Option<bool>,
+    /// `Content-Length` given: its one value, or why it is refused.
+    length: Option<Result<u64, &'static str>>,
+    /// `Connection` says `close`, `keep-alive`; names other fields.
+    close: bool,
+    keep_alive: bool,
+    lists_fields: bool,
+}
+
+impl Facts {
+    fn of(fields: &[httparse::Header<'_>]) -> Facts {
+        let mut f = Facts::default();
+        let mut last_coding: Option<&[u8]> = None;
+        for h in fields {
+            let name = h.name.as_bytes();
+            match name.len() {
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    let last = h
+                        .value
+                        .split(|&b| b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .rfind(|t| !t.is_empty());
+                    last_coding = last.or(last_coding);
+                    f.coding = Some(false);
+                }
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    f.length = Some(content_length(h.value, f.length));
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                        if t.eq_ignore_ascii_case(b"close") {
+                            f.close = true;
+                        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                            f.keep_alive = true;
+                        } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                            f.lists_fields = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if f.coding.is_some() {
+            f.coding = Some(last_coding.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+        }
+        f
+    }
+}
+
+/// One `Content-Length` value on top of those before it: a list of
+/// identical values is allowed (RFC 9112 §6.3 rule 5); anything else not.
+fn content_length(
+    value: &[u8],
+    before: Option<Result<u64, &'static str>>,
+) -> Result<u64, &'static str> {
+    let mut length = match before {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(n)) => Some(n),
+        None => None,
+    };
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err("invalid Content-Length");
+        }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err("conflicting Content-Length values");
+        }
+        length = Some(n);
+    }
+    length.ok_or("invalid Content-Length")
+}
+
 /// RFC 9112 §6.3, in its order.
-fn framing(
-    status: StatusCode,
-    request: &Method,
-    headers: &HeaderMap,
-    seen: Seen,
-) -> Result<RespFraming, HeadError> {
+fn framing(status: StatusCode, request: &Method, facts: &Facts) -> Result<RespFraming, HeadError> {
     if request == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -195,63 +310,19 @@ fn framing(
     {
         return Ok(RespFraming::Empty);
     }
-    if seen.has(Seen::TRANSFER_ENCODING) {
-        // Chunked must be the final coding; otherwise read until close.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => RespFraming::Chunked,
-            _ => RespFraming::Close,
-        });
+    // Chunked must be the final coding; otherwise read until close.
+    match (facts.coding, facts.length) {
+        (Some(true), _) => Ok(RespFraming::Chunked),
+        (Some(false), _) | (None, None) => Ok(RespFraming::Close),
+        (None, Some(Err(why))) => Err(HeadError::Framing(why)),
+        (None, Some(Ok(0))) => Ok(RespFraming::Empty),
+        (None, Some(Ok(n))) => Ok(RespFraming::Length(n)),
     }
-    if !seen.has(Seen::CONTENT_LENGTH) {
-        return Ok(RespFraming::Close);
-    }
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        // A list of identical values is allowed (§6.3 rule 5); anything else not.
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::Framing("invalid Content-Length"));
-            }
-            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::Framing("conflicting Content-Length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(0) => RespFraming::Empty,
-        Some(n) => RespFraming::Length(n),
-        None => RespFraming::Close,
-    })
 }
 
 /// Whether the connection stays open after this response.
-fn keep_alive(version: Version, headers: &HeaderMap, seen: Seen) -> bool {
-    let mut close = version == Version::HTTP_10;
-    if !seen.has(Seen::CONNECTION) {
-        return !close;
-    }
-    for v in headers.get_all(header::CONNECTION) {
-        for t in v.as_bytes().split(|&b| b == b',') {
-            let t = t.trim_ascii();
-            if t.eq_ignore_ascii_case(b"close") {
-                return false;
-            }
-            if t.eq_ignore_ascii_case(b"keep-alive") {
-                close = false;
-            }
-        }
-    }
-    !close
+fn keep_alive(version: Version, facts: &Facts) -> bool {
+    !facts.close && (version != Version::HTTP_10 || facts.keep_alive)
 }
 
 /// The framing of a request body of `len` bytes sent whole; `had_length`:
@@ -280,7 +351,51 @@ mod tests {
 
     fn parse(raw: &[u8], method: Method) -> Result<Option<Head>, HeadError> {
         let mut buf = BytesMut::from(raw);
-        parse_head(&mut buf, &method)
+        parse_head(&mut buf, &method, false)
+    }
+
+    /// Passed through, the fields stay bytes (the map is left for what the
+    /// proxy adds) and frame the body as the map would; a `101` still gets
+    /// its map (the upgrade is checked against it).
+    #[test]
+    fn passed_fields_stay_bytes_and_frame_the_same() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\nServer: x\nContent-Length: 2\nConnection: close\n\nok",
+        ] {
+            let mut buf = BytesMut::from(raw);
+            let head = parse_head(&mut buf, &Method::GET, true).unwrap().unwrap();
+            let mapped = parse(raw, Method::GET).unwrap().unwrap();
+            assert!(head.response.headers().is_empty());
+            let fields: Vec<_> = head
+                .fields
+                .as_ref()
+                .expect("the fields as bytes")
+                .iter()
+                .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                .collect();
+            let want: Vec<(Vec<u8>, Vec<u8>)> = mapped
+                .response
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            let lower: Vec<_> = fields
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect();
+            assert_eq!(lower, want);
+            assert_eq!(head.framing, RespFraming::Length(2));
+            assert_eq!(head.framing, mapped.framing);
+            assert!(!head.keep_alive && !mapped.keep_alive);
+            assert_eq!(&buf[..], b"ok", "the body stays in the buffer");
+        }
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let head = parse_head(&mut BytesMut::from(&raw[..]), &Method::GET, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.response.headers()["upgrade"], "websocket");
+        assert!(head.fields.is_none());
     }
 
     #[test]
