@@ -47,10 +47,10 @@ fn hop_by_hop(s: &[u8]) -> bool {
     }
 }
 
-/// A backend response's field lines as it sent them (put in the
-/// response's extensions by the backend connection), for a client writer to
-/// copy on without a map built and read back per field (what HAProxy and
-/// nginx do). The lines are the ones httparse accepted: `name: value`,
+/// A backend response's field lines as it sent them (parsed by the backend
+/// connection, handed to [`serve`](super::serve) beside the response), for
+/// a client writer to copy on without a map built and read back per field
+/// (what HAProxy and nginx do). The lines are the ones httparse accepted: `name: value`,
 /// ended by CRLF or LF. What the proxy adds (`Set-Cookie`) is in the
 /// response's map and written after them.
 ///

@@ -130,8 +130,7 @@ pub enum HeadError {
 /// With `pass`, the fields of any answer but a `101` are not made into a
 /// map: they stay the backend's bytes ([`Head::fields`]; the map is left
 /// empty for what the proxy adds), for an HTTP/1.1 client's writer to copy
-/// on. Framing and keep-alive are read from
-/// the parsed fields either way.
+/// on. Framing and keep-alive are read from the parsed fields either way.
 pub fn parse_head(
     buf: &mut BytesMut,
     request: &Method,
