@@ -146,11 +146,7 @@ async fn ensure_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn demo_page_passes_its_checks_in_chromium() {
-    ensure_chromium().await;
-    require_tool("node", "apt-get install -y nodejs npm").await;
-    require_tool("npm", "apt-get install -y npm").await;
-    let dir = browser_dir();
-    ensure_node_modules(&dir).await;
+    let dir = browser_ready().await;
 
     let artifacts = artifact_dir();
     std::fs::create_dir_all(&artifacts)
@@ -240,11 +236,7 @@ async fn demo_page_passes_its_checks_in_chromium() {
 /// `tests/browser/close_codes.js`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chromium_sees_the_close_codes() {
-    ensure_chromium().await;
-    require_tool("node", "apt-get install -y nodejs npm").await;
-    require_tool("npm", "apt-get install -y npm").await;
-    let dir = browser_dir();
-    ensure_node_modules(&dir).await;
+    let dir = browser_ready().await;
 
     let backend = support::ws_recorder::spawn_ws_recorder().await;
     let lb = support::spawn_lb(&support::simple_config(
@@ -327,12 +319,19 @@ async fn tls_session_id_lb(up: &str, servers: &str) -> (support::Lb, tempfile::T
     )
 }
 
-async fn socketio_without_cookies(mode: &str) -> (serde_json::Value, usize) {
+/// Chromium, node and npm there, and the browser scripts' packages
+/// installed: their directory.
+async fn browser_ready() -> PathBuf {
     ensure_chromium().await;
     require_tool("node", "apt-get install -y nodejs npm").await;
     require_tool("npm", "apt-get install -y npm").await;
     let dir = browser_dir();
     ensure_node_modules(&dir).await;
+    dir
+}
+
+async fn socketio_without_cookies(mode: &str) -> (serde_json::Value, usize) {
+    let dir = browser_ready().await;
     let io_dir = support::node::node_dir("socketio");
     support::node::ensure_npm_ci(&io_dir, &["socket.io", "socket.io-client"]);
     let (servers, list) = three_node_servers(&io_dir).await;
@@ -402,11 +401,7 @@ async fn chromium_without_cookies_socketio_cookie_mode_breaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chromium_runs_socketio_over_h2() {
     const CLIENTS: u64 = 8;
-    ensure_chromium().await;
-    require_tool("node", "apt-get install -y nodejs npm").await;
-    require_tool("npm", "apt-get install -y npm").await;
-    let dir = browser_dir();
-    ensure_node_modules(&dir).await;
+    let dir = browser_ready().await;
     let io_dir = support::node::node_dir("socketio");
     support::node::ensure_npm_ci(&io_dir, &["socket.io", "socket.io-client"]);
     let (servers, list) = three_node_servers(&io_dir).await;
@@ -461,11 +456,7 @@ async fn chromium_runs_socketio_over_h2() {
 async fn chromium_runs_signalr_over_h2() {
     const CLIENTS: u64 = 6;
     const ECHOES: u64 = 5;
-    ensure_chromium().await;
-    require_tool("node", "apt-get install -y nodejs npm").await;
-    require_tool("npm", "apt-get install -y npm").await;
-    let dir = browser_dir();
-    ensure_node_modules(&dir).await;
+    let dir = browser_ready().await;
     let hub_dir = support::node::node_dir("signalr");
     support::node::ensure_npm_ci(&hub_dir, &["@microsoft/signalr", "ws"]);
     let bundle = hub_dir.join("node_modules/@microsoft/signalr/dist/browser/signalr.min.js");

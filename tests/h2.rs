@@ -40,6 +40,17 @@ fn config(dir: &std::path::Path, backends: &[SocketAddr], server: &str, listener
     )
 }
 
+/// latch on [`config`] in a directory of its own (kept as long as the test).
+async fn start(backends: &[SocketAddr], server: &str, listener: &str) -> (Lb, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lb = spawn_lb_in(
+        &config(dir.path(), backends, server, listener),
+        Some(dir.path()),
+    )
+    .await;
+    (lb, dir)
+}
+
 fn cert(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("srv.crt")).expect("certificate")
 }
@@ -51,8 +62,7 @@ fn admin(lb: &Lb) -> SocketAddr {
 #[tokio::test]
 async fn tls_offers_h2_first_and_requests_reach_the_backend_as_http11() {
     let b = spawn_backend("b1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lb = spawn_lb_in(&config(dir.path(), &[b.addr], "", ""), Some(dir.path())).await;
+    let (lb, dir) = start(&[b.addr], "", "").await;
     let pem = cert(dir.path());
 
     let (_, chosen) = tls_alpn(lb.addr(), &pem, &[b"h2", b"http/1.1"]).await;
@@ -203,8 +213,7 @@ async fn the_sticky_cookie_pins_h2_requests() {
 #[tokio::test]
 async fn a_drain_sends_goaway() {
     let b = spawn_backend("b1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lb = spawn_lb_in(&config(dir.path(), &[b.addr], "", ""), Some(dir.path())).await;
+    let (lb, _dir) = start(&[b.addr], "", "").await;
     let mut raw = TcpStream::connect(lb.addrs[1]).await.expect("connect");
     raw.write_all(&preface()).await.expect("preface");
     // Served: latch's SETTINGS came.
@@ -246,8 +255,7 @@ async fn a_drain_sends_goaway() {
 #[tokio::test]
 async fn rapid_reset_gets_goaway_and_other_connections_are_served() {
     let b = spawn_backend("b1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lb = spawn_lb_in(&config(dir.path(), &[b.addr], "", ""), Some(dir.path())).await;
+    let (lb, _dir) = start(&[b.addr], "", "").await;
     let addr = lb.addrs[1];
     let raw = TcpStream::connect(addr).await.expect("connect");
     let mut out = preface();
@@ -292,17 +300,7 @@ async fn write_then_goaway(raw: TcpStream, out: Vec<u8>) -> Option<u32> {
 #[tokio::test]
 async fn continuation_floods_get_goaway() {
     let b = spawn_backend("b1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lb = spawn_lb_in(
-        &config(
-            dir.path(),
-            &[b.addr],
-            "h2_max_header_list_size = \"16k\"",
-            "",
-        ),
-        Some(dir.path()),
-    )
-    .await;
+    let (lb, _dir) = start(&[b.addr], "h2_max_header_list_size = \"16k\"", "").await;
     let addr = lb.addrs[1];
     let block = get_block("localhost");
     // Empty CONTINUATION frames, 100,000 of them (900 KB).
@@ -339,17 +337,7 @@ async fn continuation_floods_get_goaway() {
 #[tokio::test]
 async fn an_oversized_header_list_gets_431() {
     let b = spawn_backend("b1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lb = spawn_lb_in(
-        &config(
-            dir.path(),
-            &[b.addr],
-            "",
-            "h2_max_header_list_size = \"8k\"",
-        ),
-        Some(dir.path()),
-    )
-    .await;
+    let (lb, dir) = start(&[b.addr], "", "h2_max_header_list_size = \"8k\"").await;
     let mut h2 = h2_tls(lb.addr(), &cert(dir.path())).await;
     let req = Request::get("https://localhost/name")
         .header("x-big", "a".repeat(12 * 1024))
@@ -417,8 +405,7 @@ async fn an_idle_connection_gets_goaway_a_busy_one_does_not() {
 #[tokio::test]
 async fn a_refused_connect_is_answered_and_counted() {
     let b = spawn_backend("b1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lb = spawn_lb_in(&config(dir.path(), &[b.addr], "", ""), Some(dir.path())).await;
+    let (lb, dir) = start(&[b.addr], "", "").await;
     let mut h2 = h2_tls(lb.addr(), &cert(dir.path())).await;
     let connect = Request::connect("localhost:8443")
         .body(Full::default())
