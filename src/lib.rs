@@ -32,6 +32,7 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod discover;

@@ -57,6 +57,13 @@ const COPY_MAX: usize = 8 * 1024;
 const FLUSH_AT: usize = 32 * 1024;
 /// A request running this long has its client's socket watched for a close.
 const WATCH_AFTER: Duration = Duration::from_millis(200);
+
+/// The connection's deadlines (header, keep-alive, watch) are seconds or
+/// hundreds of milliseconds: the coarse clock, a tick off at most, sets
+/// them at a fifth of the precise clock's cost (see [`crate::clock`]).
+fn coarse_now() -> Instant {
+    Instant::from_std(crate::clock::coarse())
+}
 /// Longest wait to say goodbye to an idle connection.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -126,7 +133,7 @@ where
         // `keepalive_timeout` and `client_header_timeout`).
         let mut between = !first && buf.is_empty();
         first = false;
-        let mut head_deadline = Instant::now()
+        let mut head_deadline = coarse_now()
             + if between {
                 settings.keepalive_timeout
             } else {
@@ -154,6 +161,8 @@ where
                 biased;
                 r = io.read_buf(&mut buf) => r?,
                 () = &mut timer => {
+                    // The precise clock: the coarse one can still be behind
+                    // the deadline that just fired.
                     if Instant::now() < head_deadline {
                         // Set for an earlier request's watch.
                         timer.as_mut().reset(head_deadline);
@@ -181,7 +190,7 @@ where
             if between {
                 // The next request has begun: its head has header_timeout.
                 between = false;
-                head_deadline = Instant::now() + settings.header_timeout;
+                head_deadline = coarse_now() + settings.header_timeout;
                 if timer.deadline() > head_deadline {
                     timer.as_mut().reset(head_deadline);
                 }
@@ -222,7 +231,7 @@ where
         // watched, so that a client that leaves (say, during a long poll)
         // ends its request at once, as hyper and nginx do. A quick request
         // costs no read that would only find nothing there.
-        let now = Instant::now();
+        let now = coarse_now();
         let watch_at = now + WATCH_AFTER;
         if timer.deadline() <= now || timer.deadline() > watch_at {
             timer.as_mut().reset(watch_at);

@@ -225,7 +225,9 @@ impl Attempts<'_> {
         let up = self.upstream;
         let retry = &up.retry;
         let idempotent = !matches!(self.parts.method.as_str(), "POST" | "PATCH" | "LOCK");
-        let started = Instant::now();
+        // The clock is read only when there is a budget (nginx
+        // `proxy_next_upstream_timeout`; none by default).
+        let deadline = retry.timeout.map(|t| Instant::now() + t);
         let mut tried = Tried::default();
         // The last failure, answered if no further attempt can be made.
         let mut last: Option<Result<Answer, ProxyError>> = None;
@@ -244,7 +246,7 @@ impl Attempts<'_> {
             let backend = up.backends[placed.index].clone();
             let result = self.exchange(&backend, &mut body).await;
             let more =
-                body.replayable() && more_allowed(retry, tried.len(), started, up.backends.len());
+                body.replayable() && more_allowed(retry, tried.len(), deadline, up.backends.len());
             match result {
                 Ok((head, conn)) => {
                     let status = head.response.status().as_u16();
@@ -624,9 +626,14 @@ fn retry_listed(retry: &RetryConfig, c: Condition) -> bool {
 
 /// Whether `tries` and the time budget allow another attempt, and a server
 /// is left that was not tried.
-fn more_allowed(retry: &RetryConfig, attempts: usize, started: Instant, servers: usize) -> bool {
+fn more_allowed(
+    retry: &RetryConfig,
+    attempts: usize,
+    deadline: Option<Instant>,
+    servers: usize,
+) -> bool {
     (retry.tries == 0 || attempts < retry.tries as usize)
-        && retry.timeout.is_none_or(|t| started.elapsed() < t)
+        && deadline.is_none_or(|d| Instant::now() < d)
         && attempts < servers
 }
 

@@ -104,7 +104,7 @@ impl Streaming {
 
     /// Reads more from the socket into the buffer; `Ok(false)` at EOF.
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, BoxError>> {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_deref_mut() else {
             return Poll::Ready(Ok(false));
         };
         if conn.rbuf.capacity() - conn.rbuf.len() < 1024 {
