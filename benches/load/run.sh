@@ -35,9 +35,11 @@
 #   TARGETS ["direct latch nginx haproxy"]
 #   SUITES ["http tcp"]  http: HTTP/HTTPS/WS/WSS and memory; tcp: the L4 rows
 #   TCP_CONNS [16]       concurrent connections for the TCP bulk and new-connection loads
-#   ROUNDS [3]           rounds of the CPU measurements, the targets' order rotated each
-#                        round; the report shows each figure's median and range (the
-#                        machine's noise moves single runs by ±10%); memory is measured once
+#   ROUNDS [3]           rounds of the CPU measurements; in each, every operation is
+#                        measured on each target in turn (all proxies run side by side),
+#                        the targets' order rotated each round; the report shows each
+#                        figure's median and range (the machine's noise moves single runs
+#                        by ±10%); memory is measured once, each proxy alone
 #   PUBLISH [0]          1: copy results to benches/load/results.md and results.svg
 #
 # Needs: wrk, nginx (+ libnginx-mod-stream for nginx `stream`), haproxy (Debian:
@@ -524,33 +526,63 @@ run_mem() { # target (proxy freshly started, PROXY_PID set)
 }
 
 # ---------------------------------------------------------------- measurements
-# The targets in ROUNDS rounds, the order rotated each round, so that no target always
-# runs at the same point of the machine's drift.
+# All proxies run side by side (each on its own ports; an idle one costs nothing), and
+# every operation is measured on each target in turn before the next operation, the
+# targets' order rotated each round: the figures a ratio compares are taken seconds
+# apart, not minutes, so the machine's drift (which moved a proxy's figure by up to a
+# third between rounds when each target ran all operations in one block) falls on all
+# of them alike. ROUNDS rounds; the report shows medians and ranges.
 read -ra TLIST <<<"$TARGETS"
-for ((round = 0; round < ROUNDS; round++)); do
-for ((i = 0; i < ${#TLIST[@]}; i++)); do
-  t=${TLIST[$(((i + round) % ${#TLIST[@]}))]}
-  log "== $t (round $((round + 1)) of $ROUNDS)"
+declare -A PID=()
+for t in "${TLIST[@]}"; do
   start_proxy "$t" || { NOTES+=("$t did not start; see target/bench/logs/$t.log"); stop_proxy; continue; }
-  if [[ " $SUITES " == *" tcp "* ]]; then
-    run_tcp tcpbulk "$t" tcp-bulk
-    run_tcp tcpnew "$t" tcp-conn
-  fi
-  if [[ " $SUITES " == *" http "* ]]; then
-    run_wrk http "$t" "http://$HOST:${HTTP_PORT[$t]}/"
-    run_wrk https "$t" "https://$HOST:${HTTPS_PORT[$t]}/"
-    run_wrk tlsnew "$t" "https://$HOST:${HTTPS_PORT[$t]}/" -H "Connection: close"
-    run_ws ws "$t" "ws://$HOST:${WS_PORT[$t]}/ws"
-    run_ws wss "$t" "wss://$HOST:${WSS_PORT[$t]}/ws"
-  fi
-  if ((round == 0)) && [ "$t" != direct ] && [[ " $SUITES " == *" http "* ]]; then
-    stop_proxy; sleep 1
-    start_proxy "$t" && run_mem "$t"
-  fi
+  PID[$t]=$PROXY_PID
+  [ "$t" = direct ] && PID[$t]=none
+done
+OPS=()
+[[ " $SUITES " == *" tcp "* ]] && OPS+=(tcpbulk tcpnew)
+[[ " $SUITES " == *" http "* ]] && OPS+=(http https tlsnew ws wss)
+run_op() { # op target
+  local t=$2
+  case $1 in
+    tcpbulk) run_tcp tcpbulk "$t" tcp-bulk ;;
+    tcpnew) run_tcp tcpnew "$t" tcp-conn ;;
+    http) run_wrk http "$t" "http://$HOST:${HTTP_PORT[$t]}/" ;;
+    https) run_wrk https "$t" "https://$HOST:${HTTPS_PORT[$t]}/" ;;
+    tlsnew) run_wrk tlsnew "$t" "https://$HOST:${HTTPS_PORT[$t]}/" -H "Connection: close" ;;
+    ws) run_ws ws "$t" "ws://$HOST:${WS_PORT[$t]}/ws" ;;
+    wss) run_ws wss "$t" "wss://$HOST:${WSS_PORT[$t]}/ws" ;;
+  esac
+}
+for ((round = 0; round < ROUNDS; round++)); do
+  for op in "${OPS[@]}"; do
+    log "== $op (round $((round + 1)) of $ROUNDS)"
+    for ((i = 0; i < ${#TLIST[@]}; i++)); do
+      t=${TLIST[$(((i + round) % ${#TLIST[@]}))]}
+      [ -n "${PID[$t]:-}" ] || continue
+      PROXY_PID=${PID[$t]}
+      [ "$PROXY_PID" = none ] && PROXY_PID=""
+      log " $t"
+      run_op "$op" "$t"
+    done
+  done
+done
+for t in "${TLIST[@]}"; do
+  PROXY_PID=${PID[$t]:-}
+  [ "$PROXY_PID" = none ] && PROXY_PID=""
   stop_proxy
-  sleep 1
 done
-done
+sleep 1
+# Memory: each proxy freshly started, alone.
+if [[ " $SUITES " == *" http "* ]]; then
+  for t in "${TLIST[@]}"; do
+    [ "$t" != direct ] || continue
+    log "== memory: $t"
+    start_proxy "$t" && run_mem "$t"
+    stop_proxy
+    sleep 1
+  done
+fi
 
 # ---------------------------------------------------------------- report
 HDR="$OUT/header.md"
@@ -564,7 +596,7 @@ HDR="$OUT/header.md"
   echo "- backends: 2 HTTP (one nginx, ports $BE_HTTP1/$BE_HTTP2, \`return 200 \"ok\"\`), 2 WS echo (\`wsload echo-server\`, ports $BE_WS1/$BE_WS2), round robin; direct = the client talks to one backend port (HTTPS/WSS direct: the backend's own TLS)"
   echo "- proxies: latch workers = 0, nginx worker_processes auto, HAProxy nbthread 2; all on one $(nproc)-core machine together with the backends and the load generator"
   echo "- TCP (L4) mode: latch \`mode = \"tcp\"\`, nginx \`stream\`, HAProxy \`mode tcp\`, round robin over two \`wsload tcp-server\` echo backends (ports $BE_TCP1/$BE_TCP2); bulk: $TCP_CONNS connections each writing 64 KiB chunks for ${DURATION}s and reading the echo, CPU per MB of both directions; new connections: $TCP_CONNS loops of connect, 1-byte echo, close (SO_LINGER 0)"
-  echo "- CPU per operation: utime + stime of the proxy (nginx: master + workers) from /proc/PID/stat, read before and after each measurement, divided by the operations completed in it (WS: every round trip, warm-up included; new TLS: connections = requests); $ROUNDS rounds, the targets' order rotated each round, each figure the median of its rounds"
+  echo "- CPU per operation: utime + stime of the proxy (nginx: master + workers) from /proc/PID/stat, read before and after each measurement, divided by the operations completed in it (WS: every round trip, warm-up included; new TLS: connections = requests); $ROUNDS rounds, each operation measured on every target in turn (seconds apart) before the next, the targets' order rotated each round, each figure the median of its rounds"
 } >"$HDR"
 errs=$(grep -cE '(ERROR|WARN)' "$OUT/logs/latch.log" 2>/dev/null)
 [ "${errs:-0}" -gt 0 ] && NOTES+=("latch logged $errs WARN/ERROR lines (target/bench/logs/latch.log).")
