@@ -52,6 +52,18 @@ function vsBest(metric) {
   return { ratio: div(get(metric, 'latch'), x), best };
 }
 
+/** latch ÷ the better peer within each round (whose figures were taken seconds apart), sorted. */
+function roundRatios(metric) {
+  const byTarget = v[metric] || {};
+  return (byTarget.latch || [])
+    .map((x, i) => {
+      const peers = ['nginx', 'haproxy'].map((t) => (byTarget[t] || [])[i]).filter((y) => y !== undefined);
+      return peers.length ? div(x, Math.min(...peers)) : undefined;
+    })
+    .filter((r) => r !== undefined)
+    .sort((a, b) => a - b);
+}
+
 let out = headerText;
 out += '\n![proxy CPU per operation: latch, nginx, HAProxy](chart.svg)\n';
 
@@ -59,7 +71,8 @@ out += '\n## Proxy CPU time per operation (lower is better)\n\n';
 const ROUNDS = Math.max(1, ...Object.values(v).flatMap((byTarget) => Object.values(byTarget).map((xs) => xs.length)));
 if (ROUNDS > 1) {
   out += `Each figure is the median of the ${ROUNDS} rounds (the range in brackets); ` +
-    'the ratio is of the medians.\n\n';
+    'the ratio is of the medians, followed by the range of the ratios within each round ' +
+    '(a round measures an operation on every target in turn, seconds apart).\n\n';
 }
 // The median, and the range over the rounds when there were several.
 const withRange = (metric, t) => {
@@ -69,8 +82,10 @@ const withRange = (metric, t) => {
 out += '| operation | unit | latch | nginx | HAProxy | latch ÷ better of nginx/HAProxy |\n|---|---|---|---|---|---|\n';
 for (const { metric, label, unit } of COST) {
   const { ratio, best } = vsBest(metric);
+  const rr = roundRatios(metric);
+  const rounds = rr.length > 1 ? `; rounds ${ratioText(rr[0])}–${ratioText(rr[rr.length - 1])}` : '';
   out += `| ${label} | ${unit} | ${PROXIES.map((t) => withRange(metric, t)).join(' | ')} | ` +
-    `${ratioText(ratio)}${best ? ` (vs ${NAME[best]})` : ''} |\n`;
+    `${ratioText(ratio)}${best ? ` (vs ${NAME[best]}${rounds})` : ''} |\n`;
 }
 
 out += '\n## Throughput and latency\n\n';
