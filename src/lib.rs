@@ -25,7 +25,8 @@
 //! `path` (request paths in normal form) is a pure leaf that config
 //! validation and routing share; `proxy_protocol` (PROXY protocol headers,
 //! parsed and written) is a pure leaf that listeners, the forwarder and
-//! health checks share.
+//! health checks share; `clock` (the coarse monotonic clock for deadlines
+//! and idle ages) is a leaf the HTTP/1.1 server and the idle pool read.
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -57,6 +57,8 @@ const COPY_MAX: usize = 8 * 1024;
 const FLUSH_AT: usize = 32 * 1024;
 /// A request running this long has its client's socket watched for a close.
 const WATCH_AFTER: Duration = Duration::from_millis(200);
+/// Longest wait to say goodbye to an idle connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// The connection's deadlines (header, keep-alive, watch) are seconds or
 /// hundreds of milliseconds: the coarse clock, a tick off at most, sets
@@ -64,8 +66,6 @@ const WATCH_AFTER: Duration = Duration::from_millis(200);
 fn coarse_now() -> Instant {
     Instant::from_std(crate::clock::coarse())
 }
-/// Longest wait to say goodbye to an idle connection.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// A connection's limits.
 #[derive(Debug, Clone, Copy)]
