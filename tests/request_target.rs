@@ -85,6 +85,24 @@ async fn absolute_form_without_host_gets_the_authority_as_host() {
 }
 
 #[tokio::test]
+async fn an_http10_request_without_host_gets_its_servers_address() {
+    let (lb, b) = routed().await;
+    // HTTP/1.0 may omit Host; HTTP/1.1, which backends are spoken to in,
+    // needs one: the server's own address stands in, on every attempt.
+    let r = raw_request(lb.addr(), "GET /echo HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.header("x-backend"), Some("public"), "{r:?}");
+    let echo = r.echo();
+    assert_eq!(echo.header_all("host"), vec![b[0].addr.to_string()]);
+    // With a Host, that Host and only it.
+    let r = raw_request(
+        lb.addr(),
+        "GET /echo HTTP/1.0\r\nHost: public.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.echo().header_all("host"), vec!["public.example"], "{r:?}");
+}
+
+#[tokio::test]
 async fn more_than_one_host_or_an_invalid_one_is_400() {
     let (lb, b) = routed().await;
     let addr = lb.addr();

@@ -88,6 +88,8 @@ pub(super) async fn forward(
     if let Some(route) = dispatch {
         return super::dispatch::answer(&upstream, route, conn.peer.ip(), &mut req);
     }
+    // An HTTP/1.0 request may come without any; backends get one then.
+    let missing_host = matches!(host, host::RequestHost::None);
     // In absolute-form the authority replaces the client's Host; the header
     // rules that follow never remove it (not even `Connection: Host`).
     if let host::RequestHost::Authority(authority) = host {
@@ -156,6 +158,7 @@ pub(super) async fn forward(
         target,
         // Upgrades and session handshakes read the answer's fields.
         pass_fields: h1_client && upgrade.is_none() && handshake.is_none(),
+        missing_host,
         upgrade,
         handshake,
         id,
@@ -202,6 +205,8 @@ struct Attempts<'a> {
     /// The answer's fields go to the client as the backend's bytes
     /// ([`crate::http1::RawFields`]), not through a map.
     pass_fields: bool,
+    /// The request has no `Host` (HTTP/1.0): each attempt adds its server's.
+    missing_host: bool,
     /// `X-Request-Id`, for the tunnel's log line.
     id: &'a headers::RequestId,
 }
@@ -368,8 +373,8 @@ impl Attempts<'_> {
     async fn once(&self, backend: &Backend, c: &mut Conn, out: OutBody) -> Result<Head, Fail> {
         let method = &self.parts.method;
         let target = self.target.path_and_query().map_or("/", |pq| pq.as_str());
-        let missing_host;
-        let headers = if self.parts.headers.contains_key(header::HOST) {
+        let with_host;
+        let headers = if !self.missing_host {
             &self.parts.headers
         } else {
             // An HTTP/1.0 client sent none; HTTP/1.1 needs one.
@@ -377,8 +382,8 @@ impl Attempts<'_> {
             if let Ok(v) = HeaderValue::from_str(&backend.addr.to_string()) {
                 h.insert(header::HOST, v);
             }
-            missing_host = h;
-            &missing_host
+            with_host = h;
+            &with_host
         };
         c.write_request(method, target, headers, self.added.fields(), out)
             .await

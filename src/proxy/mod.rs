@@ -140,7 +140,12 @@ pub async fn answer(
         .or(conn.routes.as_ref())
         .map_or(&[][..], |r| r.trusted_proxies.as_slice());
     let id = headers::request_id(req.headers(), conn.peer, trusted);
-    let user_agent = req.headers().get(http::header::USER_AGENT).cloned();
+    let format = routing.server.access_log;
+    // Only the access line reads it: no lookup while the log is off.
+    let user_agent = match format {
+        crate::config::AccessLog::Off => None,
+        _ => req.headers().get(http::header::USER_AGENT).cloned(),
+    };
     // A clone shares the request's bytes: no allocation on the hot path.
     let target = req
         .uri()
@@ -180,7 +185,6 @@ pub async fn answer(
         None => shared.metrics.request("", "", status.as_u16(), elapsed),
     }
     let fields = served.as_mut().and_then(|s| s.fields.take());
-    let format = routing.server.access_log;
     // An upgrade's 101 gets its line now; its tunnel writes another when it closes.
     if format == crate::config::AccessLog::Off {
         return (resp, fields);
