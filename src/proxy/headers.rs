@@ -141,11 +141,19 @@ pub fn rewrite_request(
     trusted: &[Cidr],
     id: &RequestId,
 ) -> (Option<HeaderValue>, Added) {
-    let upgrade = upgrade_request(headers);
-    strip_hop_by_hop(headers);
-    if let Some(proto) = &upgrade {
-        keep_upgrade(headers, proto.clone());
-    }
+    // Many requests carry no hop-by-hop field at all (HTTP/1.1 clients need
+    // no `Connection`): one pass over the names then says that there is
+    // nothing to strip and that it is no upgrade, with no lookup.
+    let upgrade = if headers.keys().any(is_hop_by_hop) {
+        let upgrade = upgrade_request(headers);
+        strip_hop_by_hop(headers);
+        if let Some(proto) = &upgrade {
+            keep_upgrade(headers, proto.clone());
+        }
+        upgrade
+    } else {
+        None
+    };
     let added = forwarded(headers, peer, ip, tls, trusted, id);
     (upgrade, added)
 }
