@@ -116,11 +116,25 @@ fn websocket_handshake(headers: &mut HeaderMap) {
 
 /// Removes what HTTP/2 forbids in a response (RFC 9113 §8.2.2).
 pub fn response_headers(headers: &mut HeaderMap) {
-    // Most answers carry none (or only `Connection`): one pass decides.
-    if headers.keys().any(|n| CONNECTION_SPECIFIC.contains(n)) {
-        for name in &CONNECTION_SPECIFIC {
-            headers.remove(name);
-        }
+    // Most answers carry none, or only `Connection`: one pass over the names
+    // finds which, and only those are removed (a removal is a lookup).
+    let mut present = [false; CONNECTION_SPECIFIC.len()];
+    for name in headers.keys() {
+        // By text: a `match` on it is a length test and at most one
+        // comparison, where comparing `HeaderName`s is one per name listed.
+        let i = match name.as_str() {
+            "connection" => 0,
+            "keep-alive" => 1,
+            "proxy-connection" => 2,
+            "te" => 3,
+            "transfer-encoding" => 4,
+            "upgrade" => 5,
+            _ => continue,
+        };
+        present[i] = true;
+    }
+    for (name, _) in CONNECTION_SPECIFIC.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
     }
 }
 
@@ -280,5 +294,22 @@ mod tests {
         response_headers(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));
+        // Every one of them, every value of each; nothing else.
+        let mut h = HeaderMap::new();
+        for name in &CONNECTION_SPECIFIC {
+            h.append(name, HeaderValue::from_static("a"));
+            h.append(name, HeaderValue::from_static("b"));
+        }
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        response_headers(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+        // Only `connection`: the rest untouched.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close"));
+        h.insert("server", HeaderValue::from_static("x"));
+        response_headers(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["server"]);
     }
 }
