@@ -426,3 +426,34 @@ async fn a_refused_connect_is_answered_and_counted() {
     assert_eq!(count("class=\"4xx\""), 1.0, "{text}");
     assert_eq!(count("class=\"2xx\""), 1.0, "{text}");
 }
+
+#[tokio::test]
+async fn a_waiting_stream_does_not_hold_back_the_others_on_its_connection() {
+    // A connection's streams run in its task: one whose backend has not
+    // answered (a long poll) must leave the others served.
+    let b = spawn_backend("b1").await;
+    let (lb, dir) = start(&[b.addr], "", "").await;
+    let h2 = h2_tls(lb.addr(), &cert(dir.path())).await;
+    let mut waiting = h2.clone();
+    let hang = tokio::spawn(async move { h2_get(&mut waiting, "localhost", "/hang").await });
+    let mut slow = h2.clone();
+    let streamed =
+        tokio::spawn(async move { h2_get(&mut slow, "localhost", "/slow-stream?ms=300").await });
+    wait_until("both requests reached the backend", TIMEOUT, || {
+        b.hits() == 2
+    })
+    .await;
+    for i in 0..10 {
+        let mut h2 = h2.clone();
+        let got = tokio::time::timeout(TIMEOUT, h2_get(&mut h2, "localhost", "/name")).await;
+        let (status, _, body) = got.unwrap_or_else(|_| panic!("request {i} held back"));
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"b1"[..]));
+    }
+    let (status, _, body) = tokio::time::timeout(TIMEOUT, streamed)
+        .await
+        .expect("the streamed answer ended")
+        .expect("task");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"first\nlast\n"[..]));
+    assert!(!hang.is_finished(), "the unanswered request got an answer");
+    hang.abort();
+}

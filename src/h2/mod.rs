@@ -14,6 +14,11 @@
 //! flow-control window, so a stalled WebSocket holds only its own window
 //! and the connection's other streams go on.
 //!
+//! A connection's streams run inside its own task (`local.rs`): hyper
+//! hands each stream's future to an executor that keeps it in a list the
+//! connection polls, before the connection itself, so the responses that are
+//! ready go out together in one write, as HAProxy's and nginx's do.
+//!
 //! A connection (`serve`) ends when the client closes it, on a protocol
 //! error or abuse (hyper and h2 send `GOAWAY`: too many streams reset
 //! before they were served, the rapid reset of CVE-2023-44487; too many
@@ -24,6 +29,7 @@
 //! just long enough for its tunnels to send their close frames.
 
 mod convert;
+mod local;
 mod stream;
 
 use std::sync::Arc;
@@ -31,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -107,9 +113,10 @@ struct Ctx {
     activity: Arc<Activity>,
 }
 
-/// hyper's HTTP/2 server with `h`'s limits, extended CONNECT on.
-fn builder(h: &H2Settings) -> http2::Builder<TokioExecutor> {
-    let mut b = http2::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/2 server with `h`'s limits, extended CONNECT on, its
+/// streams run by `exec` (in the connection's task).
+fn builder(h: &H2Settings, exec: local::Local) -> http2::Builder<local::Local> {
+    let mut b = http2::Builder::new(exec);
     b.timer(TokioTimer::new())
         .max_concurrent_streams(h.max_concurrent_streams)
         .initial_stream_window_size(h.initial_window_size)
@@ -150,7 +157,9 @@ pub async fn serve<I: Io>(
         let serve = Box::pin(stream::serve(ctx, req));
         async move { Ok::<_, std::convert::Infallible>(serve.await) }
     });
-    let conn = builder(h).serve_connection(TokioIo::new(io), service);
+    let exec = local::Local::default();
+    let mut streams = local::Streams::new(&exec);
+    let conn = builder(h, exec).serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     // As HTTP/1.1's keep-alive; an HTTP/2 connection is for many requests,
     // so keep-alive off (zero) falls back to `header_timeout`.
@@ -168,6 +177,10 @@ pub async fn serve<I: Io>(
     tokio::pin!(drained, stopped);
     let result = loop {
         tokio::select! {
+            // The streams first, the connection after: the responses the
+            // streams finished go out in the connection's next write.
+            biased;
+            () = std::future::poll_fn(|cx| streams.poll_run(cx)) => {}
             r = conn.as_mut() => break r,
             () = drained.as_mut(), if !closing => {
                 closing = true;
