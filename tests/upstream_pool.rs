@@ -28,7 +28,13 @@ async fn requests_reuse_one_pooled_connection() {
     // A second client's requests, after the first one's, reuse it too.
     sequential(&lb, 5).await;
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
-    assert_eq!(lb_backend(&lb, backend.addr).idle.len(), 1);
+    let b = lb_backend(&lb, backend.addr);
+    assert_eq!(b.idle.len(), 1);
+    assert_eq!(
+        b.connections_opened(),
+        1,
+        "latch's count of opened connections"
+    );
 }
 
 #[tokio::test]
@@ -46,6 +52,7 @@ async fn a_pooled_connection_the_server_closed_is_not_used() {
     }
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 3);
     let b = lb_backend(&lb, backend.addr);
+    assert_eq!(b.connections_opened(), 3);
     assert!(
         b.condition.usable(),
         "a closed idle connection counted as a failure"
@@ -108,4 +115,46 @@ async fn a_request_lost_to_a_closing_pooled_connection_is_sent_again() {
     // Each request after the first met a connection that closed on it.
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 4);
     assert!(lb_backend(&lb, backend.addr).condition.usable());
+}
+
+/// Three requests at once, each holding its backend connection for a
+/// moment (a body streamed over 300 ms), so each needs its own.
+async fn three_at_once(lb: &Lb) {
+    let addr = lb.addr();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = HttpConn::connect(addr).await;
+                let (status, _, body) = client.get("app.test", "/slow-stream?ms=300").await;
+                assert_eq!((status, &body[..]), (StatusCode::OK, &b"first\nlast\n"[..]));
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.expect("client task");
+    }
+}
+
+#[tokio::test]
+async fn a_pool_too_small_for_the_load_closes_and_reopens_connections() {
+    let backend = spawn_backend("a").await;
+    let small = format!(
+        "[server]\npool_max_idle = 1\n{}",
+        simple_config(&[backend.addr], "")
+    );
+    let lb = spawn_lb(&small).await;
+    let b = lb_backend(&lb, backend.addr);
+    three_at_once(&lb).await;
+    assert_eq!(b.connections_opened(), 3);
+    assert_eq!(b.idle.len(), 1, "two of the three closed as they came back");
+    three_at_once(&lb).await;
+    assert_eq!(b.connections_opened(), 5, "two opened again");
+
+    // The default pool keeps all three.
+    let lb = spawn_lb(&simple_config(&[backend.addr], "")).await;
+    let b = lb_backend(&lb, backend.addr);
+    three_at_once(&lb).await;
+    three_at_once(&lb).await;
+    assert_eq!(b.connections_opened(), 3);
+    assert_eq!(b.idle.len(), 3);
 }

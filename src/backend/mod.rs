@@ -58,6 +58,8 @@ pub struct Server {
     closed: CancellationToken,
     /// Keep-alive connections to this server, waiting for a request.
     pub idle: conn::Idle,
+    /// Connections ever opened to it for requests (the rest reused one).
+    opened: AtomicU64,
     /// The load the server last reported itself (`[upstream.NAME.load]`).
     pub reported: Reported,
     /// Times the dispatcher named this server, for status and metrics.
@@ -94,6 +96,7 @@ impl Server {
             draining: AtomicBool::new(false),
             closed: CancellationToken::new(),
             idle: conn::Idle::default(),
+            opened: AtomicU64::new(0),
             reported: Reported::default(),
             dispatched: AtomicU64::new(0),
             pending: AtomicU64::new(0),
@@ -133,6 +136,17 @@ impl Server {
 
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// A connection to the server was opened for a request.
+    pub fn connection_opened(&self) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections opened for requests so far (requests on reused
+    /// connections do not count).
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
     }
 
     /// In-flight requests plus open tunnels: latch's own count.

@@ -57,6 +57,8 @@ pub(super) fn registry(
     let up = Family::<ServerLabels, Gauge>::default();
     let weight = Family::<ServerLabels, Gauge>::default();
     let total = Family::<ServerLabels, Counter>::default();
+    let opened = Family::<ServerLabels, Counter>::default();
+    let idle = Family::<ServerLabels, Gauge>::default();
     let dispatches = Family::<ServerLabels, Counter>::default();
     let reported = Family::<ServerLabels, Gauge>::default();
     let admitted = Family::<ServerLabels, Counter>::default();
@@ -71,6 +73,8 @@ pub(super) fn registry(
         active.get_or_create(&labels).inc_by(gauge(b.active()));
         tunnels.get_or_create(&labels).inc_by(gauge(b.tunnels()));
         total.get_or_create(&labels).inc_by(b.total());
+        opened.get_or_create(&labels).inc_by(b.connections_opened());
+        idle.get_or_create(&labels).inc_by(gauge(b.idle.len()));
         if b.dispatched() > 0 {
             dispatches.get_or_create(&labels).inc_by(b.dispatched());
         }
@@ -141,6 +145,16 @@ pub(super) fn registry(
         "latch_server_requests",
         "Requests ever sent to the server",
         total,
+    );
+    r.register(
+        "latch_server_connections_opened",
+        "Connections opened to the server for requests (the others reused an idle one)",
+        opened,
+    );
+    r.register(
+        "latch_server_idle_connections",
+        "Keep-alive connections to the server waiting in latch's pool",
+        idle,
     );
     r.register(
         "latch_server_dispatches",

@@ -105,6 +105,8 @@ fn pool_gauges_follow_the_servers_given() {
     let gone = Backend::standalone("app", &ServerConfig::new("127.0.0.1:3".parse().unwrap(), 1));
     gone.start_draining();
     let _held = gone.start_request().into_tunnel();
+    a.connection_opened();
+    a.connection_opened();
     let servers = [a.clone(), b.clone()];
     let text = m.encode(&[("app", &servers)], &[gone.server().clone()]);
     let v = |name: &str, server: &str| {
@@ -117,6 +119,15 @@ fn pool_gauges_follow_the_servers_given() {
     assert_eq!(v("latch_server_open_tunnels", "127.0.0.1:1"), Some(1.0));
     assert_eq!(v("latch_server_open_tunnels", "127.0.0.1:3"), Some(1.0));
     assert_eq!(v("latch_server_requests_total", "127.0.0.1:1"), Some(2.0));
+    assert_eq!(
+        v("latch_server_connections_opened_total", "127.0.0.1:1"),
+        Some(2.0)
+    );
+    assert_eq!(
+        v("latch_server_connections_opened_total", "127.0.0.1:2"),
+        Some(0.0)
+    );
+    assert_eq!(v("latch_server_idle_connections", "127.0.0.1:1"), Some(0.0));
     assert_eq!(v("latch_server_up", "127.0.0.1:1"), Some(1.0));
     assert_eq!(v("latch_server_up", "127.0.0.1:2"), Some(0.0));
     assert_eq!(v("latch_server_up", "127.0.0.1:3"), Some(0.0));

@@ -609,9 +609,11 @@ impl Fail {
 }
 
 async fn connect(backend: &Backend, timeout: std::time::Duration) -> Result<Conn, ProxyError> {
-    conn::connect(backend.addr, timeout)
+    let c = conn::connect(backend.addr, timeout)
         .await
-        .map_err(|e| connect_error(backend, e))
+        .map_err(|e| connect_error(backend, e))?;
+    backend.connection_opened();
+    Ok(c)
 }
 
 fn connect_error(backend: &Backend, e: conn::ConnectError) -> ProxyError {
