@@ -2,7 +2,7 @@
 # HTTPS over HTTP/2 load (issue 14 §4): latch vs nginx (`http2`) vs HAProxy (`alpn h2`)
 # vs direct (the nginx backend itself over h2), all on the same run, with h2load.
 #
-#   benches/load/h2.sh                 # about 2 minutes, plus the first release build
+#   benches/load/h2.sh                 # about 5 minutes, plus the first release build
 #
 # Every proxy terminates TLS with certs/dev.pem, speaks HTTP/2 to h2load and HTTP/1.1
 # (kept alive) to two nginx backends answering a 2-byte body. Two load shapes:
@@ -13,7 +13,9 @@
 # before and after each measurement, as benches/load/run.sh does), the share of the
 # machine the proxy and h2load used, and failed requests.
 #
-# Knobs: DURATION [10] seconds per measurement; TARGETS ["direct latch nginx haproxy"].
+# Knobs: DURATION [10] seconds per measurement; ROUNDS [3] interleaved rounds (all
+# proxies run side by side; each figure is the median of its rounds); TARGETS
+# ["direct latch nginx haproxy"]; PUBLISH=1 copies the table to benches/load/results-h2.md.
 # Needs: h2load (apt-get install -y nghttp2-client), nginx, haproxy, cargo. The script
 # installs missing Debian packages itself when it runs as root. Listens on fixed ports
 # of 127.0.0.1 below the ephemeral range (checked free first), none shared with run.sh,
@@ -24,6 +26,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="$ROOT/target/bench/h2"
 DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
 TARGETS="${TARGETS:-direct latch nginx haproxy}"
 CERT="$ROOT/certs/dev.pem"
 KEY="$ROOT/certs/dev-key.pem"
@@ -215,41 +218,86 @@ cpu_ticks() {
 }
 
 # ---------------------------------------------------------------- measurements
-ROWS=()
+# All proxies run side by side (each on its own port); in each round every shape is
+# measured on every target in turn, the targets' order rotated each round, so the
+# figures a ratio compares are taken seconds apart and the machine's drift falls on
+# all of them alike. Each figure is the median of its rounds.
+declare -A PID_OF US RPS PCT CPCT FAILED
+RUNNING=()
 for t in $TARGETS; do
-  log "$t"
   start_proxy "$t" || { log "$t did not start"; stop_proxy; continue; }
-  url="https://$HOST:${PORT[$t]}/"
+  PID_OF[$t]=$PROXY_PID
+  RUNNING+=("$t")
   # A first short run: TLS session set-up, connection pools and caches warm.
-  h2load -n 2000 -c 16 -m 4 "$url" >"$OUT/logs/warm-$t.txt" 2>&1
+  h2load -n 2000 -c 16 -m 4 "https://$HOST:${PORT[$t]}/" >"$OUT/logs/warm-$t.txt" 2>&1
+done
+measure() { # round shape-spec target
+  local r=$1 name c m t=$3 f url before after t0 t1 rps done ok failed proto wall client cpu_s
+  IFS=: read -r name c m <<<"$2"
+  url="https://$HOST:${PORT[$t]}/"
+  f="$OUT/logs/$name-$t-r$r.txt"
+  before=$(cpu_ticks "${PID_OF[$t]}")
+  t0=$(date +%s.%N)
+  (h2load -c "$c" -m "$m" -D "$DURATION" "$url" >"$f" 2>&1; times >"$f.times")
+  t1=$(date +%s.%N)
+  after=$(cpu_ticks "${PID_OF[$t]}")
+  rps=$(awk '/^finished in/ { gsub(",", ""); print $4 }' "$f")
+  read -r done ok failed < <(awk '/^requests:/ { gsub(",", ""); print $6, $8, $10 }' "$f")
+  proto=$(awk '/Application protocol:/ { print $3 }' "$f")
+  wall=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')
+  client=$(awk 'function s(v) { sub(/s$/, "", v); split(v, p, "m"); return p[1] * 60 + p[2] }
+    NR == 2 { printf "%.3f", s($1) + s($2) }' "$f.times")
+  cpu_s=$(awk -v a="$after" -v b="$before" -v hz="$HZ" 'BEGIN { printf "%.3f", (a - b) / hz }')
+  if [ -z "$rps" ] || [ -z "$ok" ] || ((ok == 0)); then
+    log "  round $r, $name, $t: h2load measured nothing (see $f)"; return
+  fi
+  local k="$name|$t"
+  RPS[$k]+="${rps%.*} "
+  FAILED[$k]=$(( ${FAILED[$k]:-0} + failed ))
+  CPCT[$k]+="$(awk -v c="$client" -v w="$wall" 'BEGIN { printf "%.0f", 100 * c / w }') "
+  if [ "$t" != direct ]; then
+    US[$k]+="$(awk -v c="$cpu_s" -v n="$ok" 'BEGIN { printf "%.2f", 1e6 * c / n }') "
+    PCT[$k]+="$(awk -v c="$cpu_s" -v w="$wall" 'BEGIN { printf "%.0f", 100 * c / w }') "
+  fi
+  log "  round $r, $name, $t: ${rps%.*} req/s ($proto), proxy CPU ${cpu_s}s for $ok requests, failed $failed"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%s–%s", lo, hi }'; }
+n=${#RUNNING[@]}
+for r in $(seq 1 "$ROUNDS"); do
+  log "round $r of $ROUNDS"
   for shape in $SHAPES; do
-    IFS=: read -r name c m <<<"$shape"
-    f="$OUT/logs/$name-$t.txt"
-    before=$(cpu_ticks "$PROXY_PID")
-    t0=$(date +%s.%N)
-    (h2load -c "$c" -m "$m" -D "$DURATION" "$url" >"$f" 2>&1; times >"$f.times")
-    t1=$(date +%s.%N)
-    after=$(cpu_ticks "$PROXY_PID")
-    rps=$(awk '/^finished in/ { gsub(",", ""); print $4 }' "$f")
-    read -r done ok failed < <(awk '/^requests:/ { gsub(",", ""); print $6, $8, $10 }' "$f")
-    proto=$(awk '/Application protocol:/ { print $3 }' "$f")
-    wall=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')
-    client=$(awk 'function s(v) { sub(/s$/, "", v); split(v, p, "m"); return p[1] * 60 + p[2] }
-      NR == 2 { printf "%.3f", s($1) + s($2) }' "$f.times")
-    cpu_s=$(awk -v a="$after" -v b="$before" -v hz="$HZ" 'BEGIN { printf "%.3f", (a - b) / hz }')
-    if [ -z "$rps" ] || [ -z "$ok" ] || ((ok == 0)); then
-      log "  $name: h2load measured nothing (see $f)"; continue
-    fi
-    us="-"; pct="-"
-    if [ -n "$PROXY_PID" ]; then
-      us=$(awk -v c="$cpu_s" -v n="$ok" 'BEGIN { printf "%.1f", 1e6 * c / n }')
-      pct=$(awk -v c="$cpu_s" -v w="$wall" 'BEGIN { printf "%.0f%%", 100 * c / w }')
-    fi
-    cpct=$(awk -v c="$client" -v w="$wall" 'BEGIN { printf "%.0f%%", 100 * c / w }')
-    log "  $name: ${rps%.*} req/s ($proto), proxy CPU ${cpu_s}s for $ok requests = $us us/req, failed $failed"
-    ROWS+=("| $name | $t | ${rps%.*} | $us | $pct | $cpct | $failed |")
+    for i in $(seq 0 $((n - 1))); do
+      measure "$r" "$shape" "${RUNNING[$(((i + r - 1) % n))]}"
+    done
   done
-  stop_proxy
+done
+for t in "${RUNNING[@]}"; do PROXY_PID=${PID_OF[$t]}; stop_proxy; done
+
+ROWS=()
+RATIOS=()
+for shape in $SHAPES; do
+  IFS=: read -r name _ _ <<<"$shape"
+  for t in "${RUNNING[@]}"; do
+    k="$name|$t"
+    [ -n "${RPS[$k]:-}" ] || continue
+    us="-"; pct="-"
+    if [ -n "${US[$k]:-}" ]; then
+      us="$(median <<<"${US[$k]}" | xargs printf '%.1f') ($(range <<<"${US[$k]}"))"
+      pct="$(median <<<"${PCT[$k]}")%"
+    fi
+    ROWS+=("| $name | $t | $(median <<<"${RPS[$k]}" | xargs printf '%.0f') | $us | $pct | $(median <<<"${CPCT[$k]}")% | ${FAILED[$k]} |")
+  done
+  # latch ÷ the better peer, from the medians, and per round.
+  l=$(median <<<"${US[$name|latch]:-}")
+  best=""
+  for peer in nginx haproxy; do
+    p=$(median <<<"${US[$name|$peer]:-}")
+    [ -n "$p" ] && { [ -z "$best" ] || awk -v a="$p" -v b="$best" 'BEGIN { exit !(a < b) }'; } && best=$p && bname=$peer
+  done
+  if [ -n "$l" ] && [ -n "$best" ]; then
+    RATIOS+=("- $name: latch ÷ $bname $(awk -v a="$l" -v b="$best" 'BEGIN { printf "%.2f", a / b }') (latch $l µs, $bname $best µs, medians of $ROUNDS rounds)")
+  fi
 done
 
 {
@@ -259,8 +307,16 @@ done
     "h2load -D $DURATION; backends: two nginx ports over HTTP/1.1 keep-alive (direct: the backend itself over h2)."
   echo "$(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | sed -n '1s/ - .*//p'), $(h2load --version | head -1)."
   echo
+  echo "Medians of $ROUNDS interleaved rounds (every shape measured on every target in turn, seconds apart); the range of the rounds in brackets."
+  echo
   echo "| load | target | req/s | proxy CPU us/req | proxy CPU | h2load CPU | failed |"
   echo "|---|---|---:|---:|---:|---:|---:|"
   printf '%s\n' "${ROWS[@]}"
+  echo
+  printf '%s\n' "${RATIOS[@]}"
 } >"$OUT/results.md"
 cat "$OUT/results.md"
+if [ "${PUBLISH:-0}" = 1 ]; then
+  cp "$OUT/results.md" "$ROOT/benches/load/results-h2.md"
+  log "published to benches/load/results-h2.md"
+fi
