@@ -147,11 +147,11 @@ pub async fn serve<I: Io>(
         info,
         activity: activity.clone(),
     });
-    // hyper spawns a task per stream around this future. Boxed, the task
-    // holds a pointer; inline, it held the whole request path's state
-    // (several KiB), which tokio copied into the task and back out at each
-    // stage change (callgrind: memcpy 20% of an HTTP/2 request's
-    // instructions, 4 KiB at a time in `spawn`, `Cell::new`, `complete`).
+    // hyper wraps each stream's future in one of its own, which moves by
+    // value (into the executor, and with tokio's executor into a task and
+    // out at each stage change). Boxed, what moves is a pointer; inline it
+    // was the whole request path's state, several KiB (callgrind, with
+    // tokio's executor: memcpy 20% of an HTTP/2 request's instructions).
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         let serve = Box::pin(stream::serve(ctx, req));
