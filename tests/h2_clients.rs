@@ -53,7 +53,9 @@ async fn latch_on_the_example(
 ) -> (Child, SocketAddr, SocketAddr, SocketAddr, tempfile::TempDir) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("conf/http2.toml")).expect("conf/http2.toml");
-    let [tls, h2c, admin] = [free_port(), free_port(), free_port()];
+    let [tls, h2c, admin] = free_ports(3)[..] else {
+        unreachable!("three ports")
+    };
     let certs = root.join("certs");
     let replace = [
         ("127.0.0.1:8443".to_string(), format!("127.0.0.1:{tls}")),

@@ -25,7 +25,7 @@ use support::dns::{metric, status_json};
 use support::storm::{
     ClientStats, StormBackend, backend_runtime, max_in_span, per_window, reconnecting_client,
 };
-use support::{Child, free_port, wait_until};
+use support::{Child, free_ports, wait_until};
 use tokio_util::sync::CancellationToken;
 
 const CLIENTS: usize = 5000;
@@ -63,7 +63,9 @@ async fn a_reconnect_storm_stays_under_the_cap_and_nothing_is_lost() {
     let rt = backend_runtime();
     let mut a = StormBackend::spawn(rt.handle().clone()).await;
     let b = StormBackend::spawn(rt.handle().clone()).await;
-    let (port, admin_port) = (free_port(), free_port());
+    let [port, admin_port] = free_ports(2)[..] else {
+        unreachable!("two ports")
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("storm.toml");
     std::fs::write(&config, storm_config(port, admin_port, a.addr, b.addr)).expect("write config");

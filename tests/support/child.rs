@@ -196,8 +196,17 @@ impl Drop for Child {
 /// A port that was free a moment ago (bind `127.0.0.1:0`, read, release).
 /// Only for a child process whose listener address must be known up front.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    free_ports(1)[0]
+}
+
+/// `n` different ports that were free a moment ago. All are held until every
+/// one is known: released one by one, the kernel may hand the same port out
+/// twice (it did, for the TLS and h2c listeners of one config).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
 }

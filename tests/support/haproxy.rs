@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::child::{Lines, free_port};
+use super::child::{Lines, free_ports};
 use super::{TIMEOUT, within};
 
 /// A running HAProxy; killed when dropped.
@@ -78,8 +78,8 @@ pub async fn spawn_haproxy(n: usize, sections: impl Fn(&[u16]) -> String) -> Hap
     let bin = haproxy_bin();
     for _attempt in 0..5 {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ready = free_port();
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut ports = free_ports(n + 1);
+        let ready = ports.pop().expect("n + 1 ports");
         let config = dir.path().join("haproxy.cfg");
         let text = format!("{PREAMBLE}{}{}", sections(&ports), ready_frontend(ready));
         std::fs::write(&config, text).expect("write haproxy.cfg");

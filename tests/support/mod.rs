@@ -34,7 +34,7 @@ use std::time::Duration;
 
 pub use backend::{Backend, spawn_backend, spawn_backend_on, spawn_tls_backend};
 #[allow(unused_imports)] // re-exports; each test file uses a subset
-pub use child::{Child, Lines, free_port};
+pub use child::{Child, Lines, free_port, free_ports};
 #[allow(unused_imports)]
 pub use faults::{
     Handshaker, Named, StatusServer, spawn_named, spawn_named_at, spawn_named_on, spawn_status,
